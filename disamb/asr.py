@@ -1,0 +1,232 @@
+"""Whisper work on a batch of clips: one encoder pass, then transcripts, candidate
+log-likelihoods and pooled embeddings all read from that same encoder output.
+
+The encoder is most of the cost on CPU, so nothing here ever encodes a clip twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import whisper
+from whisper.audio import CHUNK_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from whisper.decoding import DecodingOptions, DecodingTask
+
+from .models import LoadedModel
+
+FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (after the stride-2 conv)
+LOGIT_CHUNK = 512  # positions turned into full-vocabulary logits at once (bounds memory)
+
+
+@dataclass
+class Encoded:
+    """Encoder output of one clip: `features` (n_chunks * ctx, d) and its valid frame count."""
+
+    features: torch.Tensor
+    valid_frames: int
+
+
+def audio_ctx_for(seconds: float, full_ctx: int, mode: str | int) -> int:
+    """Encoder frames to use for a clip: all 1500, or just what the clip needs.
+
+    `mode` is "full", "auto" (clip length + 1 s margin, rounded up to whole seconds,
+    at least 10 s) or a fixed frame count.
+    """
+    if mode == "full":
+        return full_ctx
+    if mode == "auto":
+        need = math.ceil(min(seconds, CHUNK_LENGTH) + 1.0) * FRAMES_PER_SECOND
+        return int(min(full_ctx, max(10 * FRAMES_PER_SECOND, need)))
+    return int(min(full_ctx, max(FRAMES_PER_SECOND, int(mode))))
+
+
+def encode(lm: LoadedModel, audios: list[np.ndarray], ctx_mode: str | int = "full") -> list[Encoded]:
+    """Encode clips in one batch; clips longer than 30 s are cut into 30 s chunks.
+
+    With a shortened context the positional embedding is sliced, which is why this
+    runs the encoder's layers itself instead of calling `model.encoder`.
+    """
+    model = lm.model
+    full_ctx = model.dims.n_audio_ctx
+    chunks: list[np.ndarray] = []
+    owner: list[int] = []
+    for i, audio in enumerate(audios):
+        n = max(1, math.ceil(len(audio) / N_SAMPLES))
+        for c in range(n):
+            chunks.append(audio[c * N_SAMPLES : (c + 1) * N_SAMPLES])
+            owner.append(i)
+    longest = max(len(c) for c in chunks) / SAMPLE_RATE
+    ctx = full_ctx if any(len(a) > N_SAMPLES for a in audios) else audio_ctx_for(longest, full_ctx, ctx_mode)
+    mels = torch.stack(
+        [
+            whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(c)), model.dims.n_mels)[
+                :, : 2 * ctx
+            ]
+            for c in chunks
+        ]
+    ).to(lm.device, lm.dtype)
+    feats = run_encoder(model, mels, ctx)
+    out: list[Encoded] = []
+    for i, audio in enumerate(audios):
+        parts = [feats[j] for j in range(len(chunks)) if owner[j] == i]
+        seconds = len(audio) / SAMPLE_RATE
+        valid = min(sum(p.shape[0] for p in parts), max(1, math.ceil(seconds * FRAMES_PER_SECOND)))
+        out.append(Encoded(torch.cat(parts) if len(parts) > 1 else parts[0], valid))
+    return out
+
+
+def run_encoder(model: whisper.model.Whisper, mel: torch.Tensor, ctx: int) -> torch.Tensor:
+    enc = model.encoder
+    x = F.gelu(enc.conv1(mel))
+    x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
+    x = (x + enc.positional_embedding[:ctx]).to(x.dtype)
+    for block in enc.blocks:
+        x = block(x)
+    return enc.ln_post(x)
+
+
+def embeddings(encoded: list[Encoded]) -> list[np.ndarray]:
+    """Mean of the encoder frames that hold the clip (the 30 s padding is left out)."""
+    return [e.features[: e.valid_frames].float().mean(0).cpu().numpy() for e in encoded]
+
+
+class _EncodedTask(DecodingTask):
+    """openai-whisper's decoding loop, fed with encoder output we already have."""
+
+    def _get_audio_features(self, mel: torch.Tensor) -> torch.Tensor:
+        return mel
+
+
+@dataclass
+class Transcript:
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
+def transcribe(
+    lm: LoadedModel, encoded: list[Encoded], seconds: list[float], beam_size: int | None = None
+) -> list[Transcript]:
+    """Deterministic (temperature 0) transcription of each clip from its encoder output.
+
+    Clips of one batch share a context length; long clips are decoded 30 s chunk by
+    chunk. The token budget follows the audio length so a hallucination loop cannot
+    run to Whisper's 224-token limit on a 2-second clip.
+    """
+    results: list[Transcript | None] = [None] * len(encoded)
+    singles = [i for i, e in enumerate(encoded) if e.features.shape[0] <= lm.model.dims.n_audio_ctx]
+    if singles:
+        budget = max(24, math.ceil(max(seconds[i] for i in singles) * 8) + 12)
+        feats = torch.stack([encoded[i].features for i in singles])
+        for i, r in zip(singles, _decode(lm, feats, budget, beam_size)):
+            results[i] = r
+    ctx = lm.model.dims.n_audio_ctx
+    for i, e in enumerate(encoded):
+        if results[i] is not None:
+            continue
+        parts = e.features.split(ctx)
+        decoded = _decode(lm, torch.stack(parts), min(224, 8 * CHUNK_LENGTH + 12), beam_size)
+        results[i] = Transcript(
+            " ".join(d.text for d in decoded if d.text).strip(),
+            float(np.mean([d.avg_logprob for d in decoded])),
+            float(min(d.no_speech_prob for d in decoded)),
+        )
+    return results  # type: ignore[return-value]
+
+
+def _decode(lm: LoadedModel, feats: torch.Tensor, budget: int, beam_size: int | None) -> list[Transcript]:
+    options = DecodingOptions(
+        task="transcribe",
+        language="en",
+        temperature=0.0,
+        beam_size=beam_size,
+        without_timestamps=True,
+        sample_len=min(budget, lm.model.dims.n_text_ctx // 2),
+        fp16=lm.dtype == torch.float16,
+    )
+    out = _EncodedTask(lm.model, options).run(feats)
+    return [Transcript(r.text.strip(), float(r.avg_logprob), float(r.no_speech_prob)) for r in out]
+
+
+def candidate_tokens(lm: LoadedModel, text: str) -> list[int]:
+    """Tokens of a rendering as Whisper would emit them: leading space, cut to fit the context."""
+    toks = lm.tokenizer.encode(" " + text.strip())
+    room = lm.model.dims.n_text_ctx - len(lm.tokenizer.sot_sequence_including_notimestamps) - 1
+    return toks[:room]
+
+
+def score_candidates(
+    lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]
+) -> list[list[tuple[float, int]]]:
+    """Teacher-forced log-likelihood of every text of every clip, in one decoder pass.
+
+    Each sequence is start-of-transcript, no-timestamps, the text's tokens, end-of-text;
+    the score sums the log-probabilities of the text tokens AND the end token (without
+    it a truncated distractor always wins). Returns (sum, number of scored tokens).
+
+    Cross-attention keys/values are computed once per clip: the R candidates of a clip
+    are laid side by side along the query axis, (B*R, T, d) -> (B, R*T, d), which is
+    exact because cross-attention has no mask and every query attends independently.
+    """
+    if not encoded:
+        return []
+    model, tok = lm.model, lm.tokenizer
+    prefix = list(tok.sot_sequence_including_notimestamps)
+    seqs = [[prefix + candidate_tokens(lm, t) + [tok.eot] for t in clip] for clip in texts]
+    n_clips = len(encoded)
+    width = max((len(s) for clip in seqs for s in clip), default=len(prefix) + 1) - 1
+    per_clip = max(1, max(len(clip) for clip in seqs))
+    # Clips are batched only with clips of the same encoder length (long clips differ).
+    lengths = {e.features.shape[0] for e in encoded}
+    if len(lengths) > 1:
+        out: list[list[tuple[float, int]]] = [[] for _ in encoded]
+        for length in lengths:
+            idx = [i for i, e in enumerate(encoded) if e.features.shape[0] == length]
+            sub = score_candidates(lm, [encoded[i] for i in idx], [texts[i] for i in idx])
+            for i, s in zip(idx, sub):
+                out[i] = s
+        return out
+
+    inputs = torch.full((n_clips, per_clip, width), tok.eot, dtype=torch.long)
+    targets = torch.full((n_clips, per_clip, width), -1, dtype=torch.long)
+    for b, clip in enumerate(seqs):
+        for r, s in enumerate(clip):
+            inputs[b, r, : len(s) - 1] = torch.tensor(s[:-1])
+            scored = torch.tensor(s[len(prefix) :])  # the text tokens and the end token
+            targets[b, r, len(prefix) - 1 : len(s) - 1] = scored
+    inputs = inputs.view(n_clips * per_clip, width).to(lm.device)
+    targets = targets.view(n_clips * per_clip, width).to(lm.device)
+
+    xa = torch.stack([e.features for e in encoded]).to(lm.dtype)
+    dec = model.decoder
+    x = (dec.token_embedding(inputs) + dec.positional_embedding[:width]).to(lm.dtype)
+    d = x.shape[-1]
+    for block in dec.blocks:
+        x = x + block.attn(block.attn_ln(x), mask=dec.mask)[0]
+        cross = block.cross_attn
+        q = cross.query(block.cross_attn_ln(x)).reshape(n_clips, per_clip * width, d)
+        wv, _ = cross.qkv_attention(q, cross.key(xa), cross.value(xa))
+        x = x + cross.out(wv).reshape(n_clips * per_clip, width, d)
+        x = x + block.mlp(block.mlp_ln(x))
+    x = dec.ln(x)
+
+    valid = targets >= 0
+    hidden = x[valid]
+    wanted = targets[valid]
+    weight = dec.token_embedding.weight.to(hidden.dtype)
+    token_lp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], LOGIT_CHUNK):
+        logits = (hidden[start : start + LOGIT_CHUNK] @ weight.T).float()
+        lp = logits.log_softmax(-1)
+        token_lp[start : start + LOGIT_CHUNK] = lp.gather(1, wanted[start : start + LOGIT_CHUNK, None])[:, 0]
+    per_row = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
+    per_row[valid] = token_lp
+    sums = per_row.sum(1).view(n_clips, per_clip).cpu()
+    counts = valid.sum(1).view(n_clips, per_clip).cpu()
+    return [
+        [(float(sums[b, r]), int(counts[b, r])) for r in range(len(texts[b]))] for b in range(n_clips)
+    ]

@@ -1,0 +1,221 @@
+"""The per-clip stage: decode audio ahead of the model, look results up in the cache,
+run Whisper on what is missing in batches, and store what it found.
+
+Independent per note, so it can run anywhere (a thread here, a Ray actor there);
+only the matching afterwards needs neighbouring notes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import asr
+from .audio import Decoded, content_hash, decode
+from .cache import ClipCache, ClipResult, clip_key
+from .chats import VoiceNote
+from .models import LoadedModel
+from .textsim import render_spoken
+
+
+@dataclass
+class ClipOptions:
+    beam_size: int | None = None
+    batch_size: int = 8
+    audio_ctx: str = "full"  # "full", "auto" or a frame count
+    max_duration: float = 120.0
+    decode_workers: int = 2
+
+    def cache_tag(self) -> str:
+        # Everything that changes a transcript, an embedding or a likelihood.
+        return f"beam={self.beam_size}|ctx={self.audio_ctx}"
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage (summed over batches), for the speed benchmark."""
+
+    decode: float = 0.0
+    encoder: float = 0.0
+    transcribe: float = 0.0
+    likelihood: float = 0.0
+    cache_io: float = 0.0
+    clips_computed: int = 0
+    clips_cached: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ClipOutcome:
+    note_id: str
+    result: ClipResult | None
+    error: str | None = None
+
+
+def renderings_for(note: VoiceNote) -> list[str]:
+    seen: dict[str, None] = {}
+    for cand in note.candidates:
+        for r in render_spoken(cand.text):
+            seen.setdefault(r)
+    return list(seen)
+
+
+@dataclass
+class _Prepared:
+    note: VoiceNote
+    key: str | None = None
+    decoded: Decoded | None = None
+    cached: ClipResult | None = None
+    error: str | None = None
+    wanted: list[str] = field(default_factory=list)
+
+
+def run_clips(
+    lm: LoadedModel,
+    notes: list[VoiceNote],
+    options: ClipOptions,
+    cache: ClipCache,
+    on_done: Callable[[int], None] | None = None,
+    times: StageTimes | None = None,
+) -> dict[str, ClipOutcome]:
+    """Per-clip results for every note, computing only what the cache lacks.
+
+    Each batch is written to the cache as soon as it is done, so an interrupted run
+    loses at most the batch in flight.
+    """
+    times = times or StageTimes()
+    outcomes: dict[str, ClipOutcome] = {}
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    pending: list[_Prepared] = []
+    for prep in _prepare(notes, lm, options, cache, times):
+        if prep.error is not None:
+            outcomes[prep.note.id] = ClipOutcome(prep.note.id, None, prep.error)
+            _tick(on_done)
+        elif prep.cached is not None and not _missing(prep.cached, prep.wanted):
+            outcomes[prep.note.id] = ClipOutcome(prep.note.id, prep.cached)
+            times.clips_cached += 1
+            _tick(on_done)
+        else:
+            pending.append(prep)
+            if len(pending) >= options.batch_size:
+                _compute(lm, pending, options, cache, outcomes, times, on_done)
+                pending = []
+    if pending:
+        _compute(lm, pending, options, cache, outcomes, times, on_done)
+    return outcomes
+
+
+def _tick(on_done: Callable[[int], None] | None, n: int = 1) -> None:
+    if on_done is not None:
+        on_done(n)
+
+
+def _missing(result: ClipResult, wanted: list[str]) -> bool:
+    return result.transcript is None or result.embedding is None or any(w not in result.scores for w in wanted)
+
+
+def _prepare(
+    notes: list[VoiceNote], lm: LoadedModel, options: ClipOptions, cache: ClipCache, times: StageTimes
+) -> Iterator[_Prepared]:
+    """Hash, look up and (when needed) decode each clip in a thread pool, in note order."""
+
+    def work(note: VoiceNote) -> _Prepared:
+        prep = _Prepared(note, wanted=renderings_for(note))
+        t0 = time.perf_counter()
+        try:
+            h = content_hash(Path(note.audio))
+        except OSError as e:
+            prep.error = f"cannot read audio: {e.strerror or e}"
+            return prep
+        prep.key = clip_key(h, lm.key, options.cache_tag())
+        prep.cached = cache.get(prep.key)
+        t1 = time.perf_counter()
+        times.cache_io += t1 - t0
+        if prep.cached is not None and not _missing(prep.cached, prep.wanted):
+            return prep
+        prep.decoded = decode(Path(note.audio), options.max_duration)
+        times.decode += time.perf_counter() - t1
+        if prep.decoded.error is not None:
+            prep.error = prep.decoded.error
+        return prep
+
+    with ThreadPoolExecutor(max_workers=max(1, options.decode_workers)) as pool:
+        yield from _ordered_prefetch(pool, work, notes, ahead=max(4, 2 * options.batch_size))
+
+
+def _ordered_prefetch(pool: ThreadPoolExecutor, fn, items: Iterable, ahead: int) -> Iterator:
+    """Like pool.map, but never more than `ahead` items in flight (memory stays flat)."""
+    items = iter(items)
+    window = []
+    for item in items:
+        window.append(pool.submit(fn, item))
+        if len(window) >= ahead:
+            yield window.pop(0).result()
+    for fut in window:
+        yield fut.result()
+
+
+def _compute(
+    lm: LoadedModel,
+    batch: list[_Prepared],
+    options: ClipOptions,
+    cache: ClipCache,
+    outcomes: dict[str, ClipOutcome],
+    times: StageTimes,
+    on_done: Callable[[int], None] | None,
+) -> None:
+    audios = [p.decoded.audio for p in batch]  # type: ignore[union-attr]
+    seconds = [len(a) / 16000 for a in audios]
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        encoded = asr.encode(lm, audios, options.audio_ctx)
+        t1 = time.perf_counter()
+        transcripts = asr.transcribe(lm, encoded, seconds, options.beam_size)
+        t2 = time.perf_counter()
+        scores = asr.score_candidates(lm, encoded, [p.wanted for p in batch])
+        t3 = time.perf_counter()
+        embs = asr.embeddings(encoded)
+    times.encoder += t1 - t0
+    times.transcribe += t2 - t1
+    times.likelihood += t3 - t2
+    t4 = time.perf_counter()
+    for p, sec, tr, sc, emb in zip(batch, seconds, transcripts, scores, embs):
+        result = p.cached or ClipResult(seconds=sec)
+        result.seconds = sec
+        result.transcript = tr.text
+        result.avg_logprob = tr.avg_logprob
+        result.no_speech_prob = tr.no_speech_prob
+        result.embedding = np.asarray(emb, np.float32)
+        result.scores.update(zip(p.wanted, sc))
+        if p.key is not None:
+            cache.put(p.key, result)
+        outcomes[p.note.id] = ClipOutcome(p.note.id, result)
+    times.cache_io += time.perf_counter() - t4
+    times.clips_computed += len(batch)
+    _tick(on_done, len(batch))
+
+
+def silence_scores(lm: LoadedModel, texts: list[str], memo: dict[str, tuple[float, int]]) -> None:
+    """Likelihood of each text under silent audio: the decoder's prior for it.
+
+    Long common words are cheap for the decoder whatever it hears; subtracting this
+    prior leaves what the audio itself adds.
+    """
+    todo = [t for t in dict.fromkeys(texts) if t not in memo]
+    if not todo:
+        return
+    with torch.inference_mode():
+        enc = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
+        for start in range(0, len(todo), 64):
+            part = todo[start : start + 64]
+            for t, s in zip(part, asr.score_candidates(lm, enc, [part])[0]):
+                memo[t] = s

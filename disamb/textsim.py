@@ -1,0 +1,184 @@
+"""Text normalisation, spoken-style rendering and similarity features.
+
+Typed chat text and Whisper transcripts say the same thing in different clothes:
+"see u at 5 😀" against "See you at five.", "1158 ok" against "One, one, five, eight.".
+Everything here exists to compare them in one canonical form, or to dress a typed
+candidate the way Whisper would write it before it is scored by likelihood.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import jiwer
+from rapidfuzz import fuzz
+from rapidfuzz.distance import Levenshtein
+from whisper.normalizers import EnglishTextNormalizer
+
+# Chat shorthand -> what a speaker says. Keys are whole lower-case tokens.
+CHAT_ABBREVIATIONS: dict[str, str] = {
+    "u": "you", "ya": "you", "yu": "you", "r": "are", "ur": "your", "urs": "yours",
+    "pls": "please", "plz": "please", "pleez": "please",
+    "tmrw": "tomorrow", "tmr": "tomorrow", "tmw": "tomorrow", "tmrow": "tomorrow",
+    "2moro": "tomorrow", "2morrow": "tomorrow", "tomoz": "tomorrow",
+    "2nite": "tonight", "tonite": "tonight", "2day": "today", "tdy": "today",
+    "thx": "thanks", "thnx": "thanks", "thanx": "thanks", "tks": "thanks", "ty": "thank you",
+    "omw": "on my way", "idk": "i do not know", "btw": "by the way", "b4": "before",
+    "gr8": "great", "l8r": "later", "l8": "late", "msg": "message", "msgs": "messages",
+    "k": "okay", "kk": "okay", "ok": "okay", "okey": "okay", "cya": "see you",
+    "c": "see", "cu": "see you", "bc": "because", "cuz": "because", "coz": "because", "cos": "because",
+    "ppl": "people", "rn": "right now", "asap": "as soon as possible", "lmk": "let me know",
+    "np": "no problem", "nvm": "never mind", "brb": "be right back", "hbu": "how about you",
+    "wbu": "what about you", "thru": "through", "y": "why", "pic": "picture", "pics": "pictures",
+    "txt": "text", "sec": "second", "min": "minute", "mins": "minutes", "hr": "hour", "hrs": "hours",
+    "bday": "birthday", "gf": "girlfriend", "bf": "boyfriend", "w/": "with", "w/o": "without",
+    "abt": "about", "wknd": "weekend", "approx": "approximately", "prob": "probably",
+    "probs": "probably", "def": "definitely", "sry": "sorry", "soz": "sorry", "luv": "love",
+    "nite": "night", "wat": "what", "wot": "what", "dunno": "do not know", "gonna": "going to",
+    "wanna": "want to", "gotta": "got to", "im": "i am", "ive": "i have", "dont": "do not",
+    "cant": "can not", "wont": "will not", "didnt": "did not", "isnt": "is not", "thats": "that is",
+}
+
+# Words people add when typing what they said, or say without typing; never decisive.
+FILLER_WORDS = frozenset("okay ok k kk code um uh hey hi lol haha yeah please pls thanks".split())
+
+DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+
+_normalizer = EnglishTextNormalizer()
+_token_re = re.compile(r"[\w'/]+|[^\w\s]", re.UNICODE)
+_digit_code_re = re.compile(r"(?<![\d.,:])\d(?:[ -]?\d){2,}(?![\d.,:])")
+
+
+def strip_symbols(text: str) -> str:
+    """Drop emoji, pictographs and other symbol characters, which nobody pronounces."""
+    kept = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat in ("So", "Sk", "Cs", "Co", "Cn") or ch in "\u200d\ufe0f\ufe0e":
+            continue
+        if cat.startswith("C") and ch not in "\t\n":
+            continue
+        kept.append(ch)
+    return re.sub(r"\s+", " ", "".join(kept)).strip()
+
+
+def expand_abbreviations(text: str) -> str:
+    """Replace chat shorthand tokens ("u", "tmrw", "omw") by the words a speaker says."""
+
+    def replace(match: re.Match) -> str:
+        word = match.group(0)
+        expansion = CHAT_ABBREVIATIONS.get(word.lower())
+        if expansion is None:
+            return word
+        return expansion.capitalize() if word[:1].isupper() and len(word) > 1 else expansion
+
+    return re.sub(r"(?<![\w'])[A-Za-z0-9/]+(?![\w'])", replace, text)
+
+
+@lru_cache(maxsize=65536)
+def normalize(text: str) -> str:
+    """The canonical form both transcripts and typed texts are compared in.
+
+    Lower case, no punctuation or emoji, chat shorthand expanded, numbers as digits
+    (Whisper's EnglishTextNormalizer), a standalone "one" mapped back to "1" and runs
+    of digits merged so that "1 1 5 8", "one one five eight" and "1158" all agree.
+    Applied until nothing changes, so normalize(normalize(x)) == normalize(x).
+    """
+    for _ in range(4):
+        again = _normalize_once(text)
+        if again == text:
+            break
+        text = again
+    return text
+
+
+def _normalize_once(text: str) -> str:
+    text = _normalizer(expand_abbreviations(strip_symbols(text)))
+    merged: list[str] = []
+    for tok in ("1" if t == "one" else t for t in text.split()):
+        if tok.isdigit() and merged and merged[-1].isdigit():
+            merged[-1] += tok
+        else:
+            merged.append(tok)
+    return " ".join(merged)
+
+
+def content_words(normalized: str) -> str:
+    """The normalised text without filler words; falls back to all words if nothing is left."""
+    words = [w for w in normalized.split() if w not in FILLER_WORDS]
+    return " ".join(words) if words else normalized
+
+
+def digits_of(normalized: str) -> str:
+    return "".join(ch for ch in normalized if ch.isdigit())
+
+
+def render_spoken(text: str) -> list[str]:
+    """Spoken-style renderings of a typed candidate, as Whisper would write them.
+
+    The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
+    final punctuation). Texts holding a digit code get the code as "1, 1, 5, 8." and as
+    words too, and texts with filler words get a version without them: the likelihood
+    keeps the best, since we cannot know which the speaker said.
+    """
+    base = expand_abbreviations(strip_symbols(text))
+    base = re.sub(r"\bi\b", "I", base)
+    words = base.split()
+    trimmed = " ".join(w for w in words if w.lower().strip(".,!?") not in FILLER_WORDS)
+    bases = [base] + ([trimmed] if trimmed and trimmed != base else [])
+    renderings: list[str] = []
+    for b in bases:
+        renderings.append(_sentence(b))
+        if _digit_code_re.search(b):
+            digits = lambda m: [d for d in m.group(0) if d.isdigit()]  # noqa: E731
+            renderings.append(_sentence(_digit_code_re.sub(lambda m: ", ".join(digits(m)), b)))
+            renderings.append(
+                _sentence(_digit_code_re.sub(lambda m: ", ".join(DIGIT_WORDS[int(d)] for d in digits(m)), b))
+            )
+    unique = list(dict.fromkeys(r for r in renderings if r))
+    return unique or ["..."]
+
+
+def _sentence(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    if text[-1] not in ".!?":
+        text += "."
+    return text
+
+
+TEXT_FEATURES = ("cer", "wer", "ratio", "token_set", "partial", "digit_dist", "len_ratio")
+
+
+def text_features(transcript: str, candidate: str) -> dict[str, float]:
+    """Similarity of one candidate to the transcript, in the canonical form.
+
+    CER/WER take the transcript as reference, so all candidates of a note are measured
+    against the same yardstick. Distances are clipped at 2 so one very long candidate
+    cannot dominate a linear score.
+    """
+    t_norm, c_norm = normalize(transcript), normalize(candidate)
+    t, c = content_words(t_norm), content_words(c_norm)
+    if t:
+        cer = min(2.0, jiwer.cer(t, c if c else " "))
+        wer = min(2.0, jiwer.wer(t, c if c else "-"))
+    else:
+        cer = wer = 0.0 if not c else 1.0
+    td, cd = digits_of(t_norm), digits_of(c_norm)
+    if td or cd:
+        digit_dist = Levenshtein.normalized_distance(td, cd)
+    else:
+        digit_dist = 0.0
+    return {
+        "cer": float(cer),
+        "wer": float(wer),
+        "ratio": fuzz.ratio(t_norm, c_norm) / 100.0,
+        "token_set": fuzz.token_set_ratio(t_norm, c_norm) / 100.0,
+        "partial": fuzz.partial_ratio(t, c) / 100.0 if t and c else 0.0,
+        "digit_dist": float(digit_dist),
+        "len_ratio": min(2.0, abs((len(c) + 1.0) / (len(t) + 1.0) - 1.0)) if t else 1.0,
+    }
