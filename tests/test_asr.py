@@ -1,0 +1,100 @@
+"""The teacher-forced likelihood pass, on real espeak-ng speech and the bundled model."""
+
+import numpy as np
+import pytest
+import torch
+
+from disamb import asr
+from disamb.audio import decode
+from tests.conftest import speak
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("asr")
+    clips = [
+        speak("I will be there in ten minutes", d / "a.wav"),
+        speak("please buy some bread and milk", d / "b.wav", voice="en-us+f3", speed=170),
+    ]
+    audios = [decode(c).audio for c in clips]
+    with torch.inference_mode():
+        return audios, asr.encode(tiny_model, audios)
+
+
+def test_transcript_comes_from_the_shared_encoder_output(tiny_model, encoded):
+    audios, enc = encoded
+    with torch.inference_mode():
+        out = asr.transcribe(tiny_model, enc, [len(a) / 16000 for a in audios])
+    assert "minutes" in out[0].text.lower()
+    assert "bread" in out[1].text.lower()
+
+
+def test_prefix_distractor_loses_because_the_end_token_counts(tiny_model, encoded):
+    _, enc = encoded
+    texts = [["I will be there in ten minutes.", "I will be there."]]
+    with torch.inference_mode():
+        (full, prefix), = asr.score_candidates(tiny_model, enc[:1], texts)
+    assert full[0] > prefix[0]
+    # the end-of-text token is scored: n = text tokens + 1
+    n_text = len(asr.candidate_tokens(tiny_model, texts[0][0]))
+    assert full[1] == n_text + 1
+
+
+def test_batched_scores_equal_one_at_a_time(tiny_model, encoded):
+    _, enc = encoded
+    texts = [
+        ["I will be there in ten minutes.", "See you soon!", "Buy bread."],
+        ["Please buy some bread and milk.", "Nope."],
+    ]
+    with torch.inference_mode():
+        batched = asr.score_candidates(tiny_model, enc, texts)
+        single = [[asr.score_candidates(tiny_model, [e], [[t]])[0][0] for t in ts] for e, ts in zip(enc, texts)]
+    for b, s in zip(batched, single):
+        np.testing.assert_allclose([x[0] for x in b], [x[0] for x in s], rtol=1e-4, atol=1e-3)
+        assert [x[1] for x in b] == [x[1] for x in s]
+    # the right text wins on each clip
+    assert np.argmax([x[0] for x in batched[0]]) == 0
+    assert np.argmax([x[0] for x in batched[1]]) == 0
+
+
+def test_scores_match_whisper_own_decoder(tiny_model, encoded):
+    """Our shared-cross-attention pass equals openai-whisper's decoder forward."""
+    _, enc = encoded
+    text = "I will be there in ten minutes."
+    tok = tiny_model.tokenizer
+    seq = list(tok.sot_sequence_including_notimestamps) + asr.candidate_tokens(tiny_model, text) + [tok.eot]
+    with torch.inference_mode():
+        logits = tiny_model.model.decoder(torch.tensor([seq[:-1]]), enc[0].features[None])
+        lp = logits.log_softmax(-1)[0]
+        start = len(tok.sot_sequence_including_notimestamps) - 1
+        expected = sum(float(lp[i, seq[i + 1]]) for i in range(start, len(seq) - 1))
+        (got,), = asr.score_candidates(tiny_model, enc[:1], [[text]])
+    assert got[0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_embeddings_pool_only_the_clip(tiny_model, encoded):
+    audios, enc = encoded
+    embs = asr.embeddings(enc)
+    assert embs[0].shape == (tiny_model.model.dims.n_audio_state,)
+    assert enc[0].valid_frames == int(np.ceil(len(audios[0]) / 16000 * 50))
+    full_mean = enc[0].features.float().mean(0).numpy()
+    assert not np.allclose(embs[0], full_mean)
+
+
+def test_long_clip_is_encoded_in_chunks(tiny_model):
+    audio = np.zeros(16000 * 65, np.float32)
+    with torch.inference_mode():
+        (e,) = asr.encode(tiny_model, [audio])
+    assert e.features.shape[0] == 3 * tiny_model.model.dims.n_audio_ctx
+
+
+def test_short_audio_context(tiny_model, encoded):
+    audios, _ = encoded
+    assert asr.audio_ctx_for(2.5, 1500, "auto") == 500
+    assert asr.audio_ctx_for(14.2, 1500, "auto") == 800
+    assert asr.audio_ctx_for(29.5, 1500, "auto") == 1500
+    with torch.inference_mode():
+        enc = asr.encode(tiny_model, audios, "auto")
+        out = asr.transcribe(tiny_model, enc, [len(a) / 16000 for a in audios])
+    assert enc[0].features.shape[0] == 500
+    assert "minutes" in out[0].text.lower()
