@@ -49,13 +49,14 @@ def decode(path: Path, max_seconds: float | None = None) -> Decoded:
         cmd += ["-t", f"{max_seconds + 1.0:.3f}"]
     cmd += ["-f", "s16le", "-ac", "1", "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=600)
+        proc = subprocess.run(cmd, capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return Decoded(None, "decoding took longer than 10 minutes")
     except FileNotFoundError as e:
         raise FfmpegMissingError("ffmpeg is not installed (apt-get install ffmpeg)") from e
     if proc.returncode != 0:
-        return Decoded(None, f"cannot decode audio: {_first_line(proc.stderr)}")
+        reason = _first_line(proc.stderr).replace(str(Path(path).absolute()) + ": ", "")
+        return Decoded(None, f"cannot decode audio: {reason}")
     if len(proc.stdout) < 2:
         return Decoded(None, "cannot decode audio: no audio stream or zero samples")
     samples = np.frombuffer(proc.stdout[: len(proc.stdout) // 2 * 2], np.int16)
