@@ -240,14 +240,14 @@ def _match_label(label: str, candidates: list[Candidate]) -> str | None:
 # ---------------------------------------------------------------- file reading
 
 
-def _read_lines(path: Path) -> list[tuple[int, str | LineError]]:
-    """Non-empty physical lines as text, or a LineError for lines that are not UTF-8.
+def read_text_bytes(path: Path) -> bytes:
+    """The file's bytes without a UTF-8 BOM; InputFileError when it is missing or clearly not text.
 
-    Decoding line by line keeps one bad byte from losing the whole file.
+    Shared by every reader so a wrong path gets the same one-line message everywhere.
     """
     shown = str(path)
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise InputFileError(shown, "file not found") from None
     except IsADirectoryError:
@@ -262,6 +262,16 @@ def _read_lines(path: Path) -> list[tuple[int, str | LineError]]:
         raise InputFileError(shown, "not a text file (contains NUL bytes)")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    return data
+
+
+def _read_lines(path: Path) -> list[tuple[int, str | LineError]]:
+    """Non-empty physical lines as text, or a LineError for lines that are not UTF-8.
+
+    Decoding line by line keeps one bad byte from losing the whole file.
+    """
+    shown = str(path)
+    data = read_text_bytes(path)
     out: list[tuple[int, str | LineError]] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if raw.endswith(b"\r"):
@@ -568,7 +578,7 @@ def _no_valid_records(source: str, items: list[tuple[int, Any]], errors: list[Li
 
 
 def read_notes(path: Path, recordings: Path, window: int = 10) -> ReadResult:
-    """Read a chat stream or a manifest into voice notes with their candidate windows.
+    """Read a chat stream, manifest, Telegram result.json or WhatsApp _chat.txt into voice notes.
 
     Raises InputFileError when the file as a whole is unusable (or the recordings
     folder is missing); anything wrong with single lines is in `ReadResult.errors`.
@@ -578,6 +588,11 @@ def read_notes(path: Path, recordings: Path, window: int = 10) -> ReadResult:
     path = Path(path)
     recordings = Path(recordings)
     source = str(path)
+    from disamb import exports  # late import: exports builds on this module
+
+    kind = exports.detect_export(path)
+    if kind is not None:
+        return _read_export(path, recordings, window, kind)
     items = _parse_lines(path)
     _check_recordings(recordings)
 
@@ -599,3 +614,22 @@ def read_notes(path: Path, recordings: Path, window: int = 10) -> ReadResult:
     errors.sort(key=lambda e: e.line)
     return ReadResult(notes=notes, errors=errors, format=fmt, n_lines=len(items),
                       n_texts=n_texts, n_short_windows=n_short)
+
+
+def _read_export(path: Path, recordings: Path, window: int, kind: str) -> ReadResult:
+    """Notes from an app export: its records go through the same checks as a chats.jsonl."""
+    from disamb import exports
+
+    if path.is_dir():  # detect_export found the export file inside the folder
+        path = path / ("result.json" if kind == "telegram" else "_chat.txt")
+    result = exports.read_telegram(path) if kind == "telegram" else exports.read_whatsapp(path)
+    _check_recordings(recordings)
+    source = str(path)
+    errors = list(result.errors)
+    found = notes_from_chat(zip(result.record_lines, result.records), source, recordings, window, errors)
+    if found.n_well_formed == 0:
+        raise InputFileError(source, f"no text or voice messages in this {kind} export "
+                                     f"({result.n_messages} messages)")
+    errors.sort(key=lambda e: e.line)
+    return ReadResult(notes=found.notes, errors=errors, format=kind, n_lines=result.n_messages,
+                      n_texts=found.n_texts, n_short_windows=found.n_short_windows)
