@@ -228,5 +228,403 @@ def print_label_summary(d: dict) -> None:
         err.print(f"note: {v}", soft_wrap=True)
 
 
+@app.command("eval")
+def eval_(
+    labels: Path = typer.Argument(..., help="labels.jsonl written by disamb label."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold to use instead: chats.jsonl/manifest with labels, or lines {id, label_id|label}."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Acceptance threshold (default: lowest confidence among accepted notes)."),
+    bins: int = typer.Option(10, "--bins", min=1, max=100, help="Equal-width confidence bins for calibration."),
+    worst: int = typer.Option(10, "--worst", min=0, help="How many confident mistakes to list."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and index.html into this folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the evaluation as one JSON object on stdout."),
+) -> None:
+    """Measure labels on the gold subset: accuracy, precision/coverage, calibration, WER, worst mistakes."""
+    from .evaluate import EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
+
+    try:
+        read = read_labels(labels)
+        gold_read = read_gold(gold) if gold is not None else None
+        result = evaluate_labels(read.records, gold_read, threshold=threshold, bins=bins, worst=worst)
+    except EvalError as e:
+        fail(str(e))
+    problems = read.problems + result["problems"]
+    result["source"] = f"{labels}" + (f" with gold from {gold}" if gold else "")
+    written = []
+    if report is not None:
+        try:
+            written = write_report(result, report)
+        except (EvalError, OSError) as e:
+            fail(f"{report}: {e}")
+    for p in problems[:50]:
+        err.print(f"[yellow]skipped[/yellow] {p}", markup=True, soft_wrap=True)
+    if len(problems) > 50:
+        err.print(f"... and {len(problems) - 50} more", soft_wrap=True)
+    unmatched = result["gold"]["unmatched_ids"]
+    if unmatched:
+        err.print(f"[yellow]gold ids matching no note ({len(unmatched)}):[/yellow] {', '.join(unmatched[:50])}"
+                  + (" ..." if len(unmatched) > 50 else ""), markup=True, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        for table in rich_tables(result):
+            out.print(table)
+        if written:
+            out.print(f"report: {report / 'index.html'}")
+    raise typer.Exit(1 if (problems or unmatched) else 0)
+
+
+def _epoch_progress(total: int, quiet: bool):
+    """Per-epoch bar for `train`: loss and held-out accuracy as they change."""
+    if quiet:
+        return None
+    return Progress(
+        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("held-out acc {task.fields[acc]}"), TimeElapsedColumn(), console=err, transient=False,
+    )
+
+
+@app.command("train")
+def train_command(
+    recordings: Path = typer.Argument(..., help="Folder holding the audio files."),
+    chats: Path = typer.Argument(..., help="The chats.jsonl / manifest / export that was labelled."),
+    labels: Path = typer.Argument(..., help="labels.jsonl written by `disamb label`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model folder to write (created if needed)."),
+    model: str = typer.Option("tiny.en", "--model", help="Whisper encoder for the features; use the one `label` used."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note, as in `label`."),
+    beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="As given to `label` (keeps the cache hits)."),
+    audio_ctx: str = typer.Option("full", "--audio-ctx", help="As given to `label`: full, auto or a frame count."),
+    head: str = typer.Option("linear", "--head", help="linear or mlp (one hidden layer)."),
+    hidden: int = typer.Option(256, "--hidden", min=4, max=8192, help="Hidden units of the mlp head."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="gold, ce, proden, cc or mse (default: proden when some notes have only candidate sets, else ce)."),
+    gold_weight: float = typer.Option(3.0, "--gold-weight", min=0.0, help="Weight of a gold note relative to a pseudo-label."),
+    confidence_weight: bool = typer.Option(True, "--confidence-weight/--no-confidence-weight", help="Weight accepted pseudo-labels by their confidence."),
+    min_count: int = typer.Option(2, "--min-count", min=1, help="Keep classes with at least this many gold/accepted labels."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Text file with one class per line, instead of classes from the labels."),
+    epochs: int = typer.Option(200, "--epochs", min=1, max=100000, help="Maximum full-batch epochs."),
+    lr: float = typer.Option(0.01, "--lr", min=1e-6, help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the held-out split and initial weights."),
+    holdout: float = typer.Option(0.3, "--holdout", min=0.0, max=0.9, help="Share of gold notes held out for early stopping and selection."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+) -> None:
+    """Train a classifier head on Whisper embeddings from labels.jsonl (pseudo-labels, gold and candidate sets)."""
+    from .audio import FfmpegMissingError, require_ffmpeg
+    from .cache import ClipCache, default_cache_dir
+    from .chats import InputFileError, read_notes
+    from .clips import ClipOptions
+    from .models import ModelError, load_model
+    from .train import (
+        ClassFileError, TrainError, TrainOptions, build_classes, build_dataset, class_texts, default_loss,
+        embed_notes, read_class_file, read_labels,
+    )
+    from .train import train as fit_head
+
+    if not recordings.is_dir():
+        fail(f"{recordings}: not a folder of recordings")
+    if audio_ctx not in ("full", "auto") and not audio_ctx.isdigit():
+        fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
+    if head not in ("linear", "mlp"):
+        fail(f"--head must be linear or mlp, got {head!r}")
+    if loss is not None and loss not in ("gold", "ce", "proden", "cc", "mse"):
+        fail(f"--loss must be gold, ce, proden, cc or mse, got {loss!r}")
+    if output.exists() and not output.is_dir():
+        fail(f"{output}: exists and is not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"{output}: cannot create the model folder ({e.strerror or e})")
+    check_writable(output / "model.json")
+    try:
+        require_ffmpeg()
+        read = read_notes(chats, recordings, window=window)
+        records = read_labels(labels)
+        fixed = read_class_file(classes) if classes is not None else None
+    except (InputFileError, FfmpegMissingError, ClassFileError) as e:
+        fail(str(e))
+    print_line_errors(read.errors, quiet or as_json)
+    if not read.notes:
+        fail(f"{chats}: no voice notes ({len(read.errors)} lines skipped)")
+    if not records:
+        fail(f"{labels}: no labels.jsonl records")
+
+    try:
+        lm = load_model(model, device)
+    except ModelError as e:
+        fail(str(e))
+    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+    clip_options = ClipOptions(beam_size=beam_size, audio_ctx=audio_ctx)
+    try:
+        with progress_bar(len(read.notes), "embeddings", quiet or as_json) as advance:
+            embs, clip_errors = embed_notes(lm, read.notes, clip_options, cache, on_done=advance)
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing written; finished clips are cached", soft_wrap=True)
+        raise typer.Exit(130)
+
+    class_set = build_classes(class_texts(read.notes, records), min_count, fixed,
+                              source=str(classes) if classes is not None else "labels")
+    data = build_dataset(read.notes, records, embs, class_set)
+    options = TrainOptions(
+        loss=loss or default_loss(data), head=head, hidden=hidden, gold_weight=gold_weight,
+        confidence_weight=confidence_weight, epochs=epochs, lr=lr, seed=seed, holdout=holdout,
+    )
+    encoder = {"name": model, "key": lm.key, "beam_size": beam_size, "audio_ctx": audio_ctx, "window": window}
+    bar = _epoch_progress(epochs, quiet or as_json)
+    try:
+        if bar is None:
+            result = fit_head(data, options, encoder)
+        else:
+            with bar:
+                task = bar.add_task("train", total=epochs, loss="", acc="-")
+
+                def on_epoch(info) -> None:
+                    acc = "-" if info.holdout_accuracy is None else f"{info.holdout_accuracy:.3f}"
+                    bar.update(task, completed=info.epoch, loss=f"{info.loss:.4f}", acc=acc)
+
+                result = fit_head(data, options, encoder, on_epoch=on_epoch)
+                bar.update(task, total=result.epochs_run, completed=result.epochs_run)
+    except TrainError as e:
+        fail(str(e))
+    result.classifier.save(output)
+
+    summary = {
+        "notes": len(read.notes),
+        "with_embedding": len(embs),
+        "errors": len(clip_errors),
+        "skipped_lines": len(read.errors),
+        "classes": len(class_set.classes),
+        "class_source": class_set.source,
+        "labels_below_min_count": sum(class_set.dropped.values()) if fixed is None else 0,
+        "outside_class_set": data.outside,
+        "rows": result.rows_used,
+        "loss": options.loss,
+        "head": options.head,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "holdout_gold": len(result.holdout_ids),
+        "holdout_accuracy": result.holdout_accuracy,
+        "model": lm.key,
+        "output": str(output),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        table = Table(title="disamb train", show_header=False, title_justify="left")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        rows = summary["rows"]
+        table.add_row("voice notes read", str(summary["notes"]))
+        table.add_row("with embeddings", f"{summary['with_embedding']} ({summary['errors']} failed)")
+        table.add_row("classes", f"{summary['classes']} (from {summary['class_source']}, min count {min_count})" if fixed is None
+                      else f"{summary['classes']} (from {summary['class_source']})")
+        table.add_row("notes outside the class set", str(summary["outside_class_set"]))
+        table.add_row("trained on", f"{rows['gold']} gold, {rows['accepted']} accepted, {rows['partial']} candidate sets")
+        table.add_row("loss / head", f"{summary['loss']} / {summary['head']}")
+        table.add_row("epochs (best)", f"{summary['epochs_run']} ({summary['best_epoch']})")
+        if summary["holdout_accuracy"] is not None:
+            table.add_row("held-out gold accuracy", f"{summary['holdout_accuracy']:.3f} on {summary['holdout_gold']} notes")
+        else:
+            table.add_row("held-out gold accuracy", "- (fewer than 2 gold notes in the class set)")
+        table.add_row("encoder", summary["model"])
+        table.add_row("written", summary["output"])
+        out.print(table)
+    raise typer.Exit(1 if (clip_errors or read.errors) else 0)
+
+
+@app.command("predict")
+def predict_command(
+    recordings: Path = typer.Argument(..., help="Folder of recordings (searched recursively without CHATS)."),
+    chats: Optional[Path] = typer.Argument(None, help="Optional chat log or manifest: predict its voice notes only."),
+    model_dir: Path = typer.Option(..., "--model", help="Model folder written by `disamb train`."),
+    output: Path = typer.Option(Path("predictions.jsonl"), "-o", "--output", help="Where to write predictions.jsonl."),
+    top_k: int = typer.Option(3, "--top-k", min=1, max=100, help="Classes listed per recording."),
+    restrict: bool = typer.Option(False, "--restrict-to-candidates", help="Choose only among the classes of each note's candidates (needs CHATS)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="labels.jsonl to report agreement with the labeller."),
+    window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note in CHATS."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+) -> None:
+    """Say which class each recording carries, with a model from `disamb train`."""
+    from .audio import FfmpegMissingError, require_ffmpeg
+    from .cache import ClipCache, default_cache_dir
+    from .chats import InputFileError, read_notes
+    from .clips import ClipOptions
+    from .models import ModelError, load_model
+    from .predict import find_recordings, predict_notes, write_predictions
+    from .train import Classifier, ModelFileError, embed_notes, read_labels
+
+    if not recordings.is_dir():
+        fail(f"{recordings}: not a folder of recordings")
+    if restrict and chats is None:
+        fail("--restrict-to-candidates needs a chat log or manifest (CHATS)")
+    check_writable(output)
+    try:
+        clf = Classifier.load(model_dir)
+    except ModelFileError as e:
+        fail(str(e))
+    skipped: list = []
+    try:
+        require_ffmpeg()
+        records = read_labels(labels) if labels is not None else None
+        if chats is not None:
+            read = read_notes(chats, recordings, window=window)
+            notes, skipped = read.notes, read.errors
+        else:
+            notes, refused = find_recordings(recordings)
+            skipped = refused
+    except (InputFileError, FfmpegMissingError) as e:
+        fail(str(e))
+    print_line_errors(skipped, quiet or as_json)
+    if not notes:
+        fail(f"{chats or recordings}: no recordings to predict")
+
+    enc = clf.meta.get("encoder") or {}
+    try:
+        lm = load_model(enc.get("name") or "tiny.en", device)
+    except ModelError as e:
+        fail(f"{model_dir}: encoder: {e}")
+    if enc.get("key") and enc["key"] != lm.key:
+        fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
+    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+    clip_options = ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "full")
+    try:
+        with progress_bar(len(notes), "embeddings", quiet or as_json) as advance:
+            embs, clip_errors = embed_notes(lm, notes, clip_options, cache, on_done=advance)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {output} left as it was; finished clips are cached", soft_wrap=True)
+        raise typer.Exit(130)
+    bad_dim = [i for i, e in embs.items() if e.shape != (clf.dim,)]
+    if bad_dim:
+        fail(f"{model_dir}: model expects {clf.dim}-d features, the encoder gives {embs[bad_dim[0]].shape[0]}")
+    rows, summary = predict_notes(clf, notes, embs, clip_errors, top_k=top_k, restrict=restrict, records=records)
+    write_predictions(output, rows)
+    for r in rows:
+        if r.get("error"):
+            err.print(f"[yellow]not predicted[/yellow] {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+    data = summary.as_dict() | {"output": str(output), "model": str(model_dir), "classes": len(clf.classes)}
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        table = Table(title="disamb predict", show_header=False, title_justify="left")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("recordings", str(data["notes"]))
+        table.add_row("predicted", f"{data['predicted']} ({data['errors']} failed)")
+        table.add_row("classes", str(data["classes"]))
+        if restrict:
+            table.add_row("restricted to candidates", f"{data['restricted']} ({data['no_candidate_class']} had no known class)")
+        if data["labels_agreement"] is not None:
+            table.add_row("agreement with labeller", f"{data['labels_agreement']:.3f} ({data['labels_agree']}/{data['labels_compared']})")
+        if data["accepted_agreement"] is not None:
+            table.add_row("  on accepted labels", f"{data['accepted_agreement']:.3f} ({data['accepted_agree']}/{data['accepted_compared']})")
+        if data["gold_accuracy"] is not None:
+            table.add_row("accuracy on gold", f"{data['gold_accuracy']:.3f} ({data['gold_correct']}/{data['gold']})")
+        if data["holdout_accuracy"] is not None:
+            table.add_row("  on gold held out of training", f"{data['holdout_accuracy']:.3f} ({data['holdout_correct']}/{data['holdout_gold']})")
+        table.add_row("written", data["output"])
+        out.print(table)
+    raise typer.Exit(1 if (summary.errors or skipped) else 0)
+
+
+@app.command()
+def review(
+    recordings: Path = typer.Argument(..., help="Folder holding the audio files (as given to disamb label)."),
+    labels: Path = typer.Argument(..., help="labels.jsonl written by disamb label."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Answers file, appended to (default: gold.jsonl next to LABELS)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0 picks a free one)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1; anything else only when given here)."),
+    order: str = typer.Option("uncertain", "--order", help="Which note next: uncertain (lowest top probability), margin (closest top two), random, file."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --order random."),
+    save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher here each time the page refits it."),
+) -> None:
+    """Confirm labels in a local web page, hardest notes first; answers grow the gold set."""
+    from .review import ORDERS, ReviewError, Session, bind, make_server, url_for
+
+    if not recordings.is_dir():
+        fail(f"{recordings}: not a folder of recordings")
+    if order not in ORDERS:
+        fail(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
+    gold_path = gold if gold is not None else labels.with_name("gold.jsonl")
+    check_writable(gold_path)
+    if save_matcher is not None:
+        check_writable(save_matcher)
+    address = host if host is not None else "127.0.0.1"
+    try:
+        session = Session.open(recordings, labels, gold_path, order=order, seed=seed, matcher_out=save_matcher)
+        sock = bind(address, port, allow_remote=host is not None)
+    except ReviewError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot listen on {address}:{port} ({e.strerror or e})")
+    stats = session.stats()
+    out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
+    out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
+    try:
+        make_server(session, address).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+@app.command("import")
+def import_export(
+    kind: str = typer.Argument(..., help="telegram (Telegram Desktop result.json) or whatsapp (_chat.txt)."),
+    path: Path = typer.Argument(..., help="The export file, or the export folder holding it."),
+    output: Path = typer.Option(Path("chats.jsonl"), "-o", "--output", help="Where to write chats.jsonl."),
+    voice_types: str = typer.Option("voice_message", "--voice-types", help="Telegram media types to treat as voice notes, comma-separated (voice_message,audio_file,video_message)."),
+    date_order: Optional[str] = typer.Option(None, "--date-order", help="WhatsApp dates: dmy or mdy (default: detect from the file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+) -> None:
+    """Turn a chat app's export into chats.jsonl (paths relative to the export folder)."""
+    from .chats import InputFileError
+    from .exports import import_command
+
+    if kind not in ("telegram", "whatsapp"):
+        fail(f"unknown export kind {kind!r}: use telegram or whatsapp")
+    if date_order not in (None, "dmy", "mdy"):
+        fail(f"--date-order must be dmy or mdy, got {date_order!r}")
+    check_writable(output)
+    types = tuple(t.strip() for t in voice_types.split(",") if t.strip())
+    try:
+        result = import_command(kind, path, output, voice_types=types, date_order=date_order)
+    except (InputFileError, ValueError) as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"{output}: cannot write ({e.strerror or e})")
+    data = {
+        "messages": result.n_messages,
+        "voice_notes": result.n_voice,
+        "voice_notes_with_audio": result.n_voice_present,
+        "texts": result.n_text,
+        "skipped": result.skipped,
+        "not_understood": [str(e) for e in result.errors],
+        "records": len(result.records),
+        "output": str(output),
+        "recordings": str(result.folder),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    else:
+        for e in result.errors[:50]:
+            err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
+        table = Table(title=f"disamb import {kind}", show_header=False, title_justify="left")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("messages read", str(result.n_messages))
+        table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
+        table.add_row("text messages", str(result.n_text))
+        for what, n in sorted(result.skipped.items()):
+            table.add_row(f"skipped: {what}", str(n))
+        table.add_row("not understood / no media", str(len(result.errors)))
+        table.add_row("written", f"{output} ({len(result.records)} records)")
+        out.print(table)
+        out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
+    raise typer.Exit(1 if result.errors else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
