@@ -28,6 +28,20 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
+from disamb.synth_phrases import (
+    ABBREVIATIONS,
+    CHAT_TEMPLATES,
+    CHATTER,
+    CLASS_PHRASES,
+    CODE_TEMPLATES,
+    EMOJI,
+    NAMES,
+    SLOTS,
+    SPOKEN_FILLERS,
+    SWAPS,
+    TAILS,
+)
+
 __all__ = [
     "SynthConfig",
     "SynthInfo",
@@ -131,301 +145,6 @@ class SynthInfo:
     @property
     def seconds_per_note(self) -> float:
         return self.seconds / max(self.n_notes, 1)
-
-
-# --------------------------------------------------------------------------- phrase bank
-# Templates are written the way a careful typist would write them (digits for numbers);
-# the spoken form spells numbers out, the typed form is then roughed up chat-style.
-
-SLOTS: dict[str, tuple[str, ...]] = {
-    "h": tuple(str(i) for i in range(1, 13)),
-    "hm": tuple(f"{h}:{m}" for h in range(1, 13) for m in ("15", "30", "45")),
-    "min": ("5", "10", "15", "20", "25", "30", "40", "45"),
-    "n": tuple(str(i) for i in range(2, 10)),
-    "nn": ("12", "15", "20", "25", "30", "35", "40", "45", "50", "60", "75", "80"),
-    "ord": ("1st", "2nd", "3rd", "4th", "5th", "8th", "10th", "12th", "15th", "20th", "21st", "28th"),
-    "day": ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
-    "place": ("gym", "station", "cafe", "library", "park", "office", "pub", "mall", "bakery",
-              "pharmacy", "supermarket", "cinema", "airport", "bus stop", "museum", "pool"),
-    "food": ("pizza", "sushi", "tacos", "curry", "noodles", "burgers", "pasta", "dumplings",
-             "soup", "fish and chips", "kebabs", "pancakes"),
-    "item": ("milk", "bread", "eggs", "coffee", "batteries", "bin bags", "toothpaste", "bananas",
-             "rice", "cheese", "washing up liquid", "tomatoes", "butter", "cat food"),
-    "person": ("mum", "dad", "sam", "jess", "grandma", "tom", "nina", "the kids", "alex", "priya"),
-    "drink": ("coffee", "tea", "latte", "flat white", "smoothie", "hot chocolate", "lemonade"),
-}
-
-CHAT_TEMPLATES: tuple[str, ...] = (
-    "see you at {h}",
-    "see you at {h} at the {place}",
-    "I'll be there in {min} minutes",
-    "running about {min} minutes late, sorry",
-    "can we push it to {hm}?",
-    "let's meet at the {place} at {h}pm",
-    "are we still on for {day}?",
-    "I can't make it {day}, can we do {day2}?",
-    "the train gets in at {hm}",
-    "my flight lands at {hm}pm",
-    "pick me up from the {place} please",
-    "I'm outside the {place}",
-    "just leaving the {place} now",
-    "on my way, be there soon",
-    "I'm on my way",
-    "movie starts at {hm}, don't be late",
-    "I'll call you after {h}",
-    "can you call me back when you're free?",
-    "let's do {food} tonight",
-    "should we order {food} or {food2}?",
-    "I'm starving, grabbing {food} on the way",
-    "can you get {item} on your way home?",
-    "we're out of {item} and {item2}",
-    "don't forget the {item}",
-    "I left my keys at the {place}",
-    "did you feed the cat?",
-    "the parcel came this morning",
-    "happy birthday! have a great day",
-    "thanks so much for tonight",
-    "thank you, that's really kind",
-    "I'm so tired today",
-    "feeling much better now, thanks",
-    "I miss you, come home soon",
-    "good luck with the interview tomorrow",
-    "how did the exam go?",
-    "what time does the {place} close?",
-    "where did you park?",
-    "is {person} coming tonight?",
-    "tell {person} I said hi",
-    "{person} says thanks for the flowers",
-    "I'll bring the {item}",
-    "it costs ${nn}, is that ok?",
-    "I owe you ${nn} for the tickets",
-    "can you send me ${nn} for petrol?",
-    "the bus is {min} minutes late again",
-    "traffic is terrible, I'll be late",
-    "it's raining, bring an umbrella",
-    "don't forget your umbrella",
-    "the meeting moved to {hm}",
-    "the meeting got cancelled",
-    "lunch at {h}?",
-    "coffee at the usual place?",
-    "I'm at the front door",
-    "we need to leave by {hm}",
-    "see you tomorrow morning",
-    "see you on {day}",
-    "sounds good to me",
-    "no worries at all",
-    "I'll let you know later",
-    "sorry I missed your call",
-    "can't talk right now, I'm in a meeting",
-    "I'm driving, will call you in {min} minutes",
-    "what do you want for dinner?",
-    "do you want anything from the shop?",
-    "the {place} is closed today",
-    "we got lost, be there in {min} minutes",
-    "can you open the gate?",
-    "I'll wait for you at the {place}",
-    "leaving work now",
-    "just got home",
-    "just landed, waiting for my bag",
-    "the kids are finally asleep",
-    "can you pick up the kids at {hm}?",
-    "school finishes at {hm} on {day}",
-    "dentist appointment at {hm} tomorrow",
-    "my phone is about to die",
-    "charge your phone please",
-    "I'll be home around {h}",
-    "don't wait up for me",
-    "save me some {food}",
-    "I made {food}, come over",
-    "who's bringing the drinks?",
-    "I'll bring {n} bottles of wine",
-    "we need {n} more chairs",
-    "there are {n} of us tonight",
-    "book a table for {n} at {h}",
-    "the game starts at {h}",
-    "did you see that goal?",
-    "I'm watching it now, no spoilers",
-    "the wifi is down again",
-    "can you restart the router?",
-    "the heating is broken again",
-    "the plumber is coming on {day}",
-    "rent is due on the {ord}",
-    "the party is on the {ord}",
-    "my birthday is on the {ord}",
-    "remind me to call {person}",
-    "I'll text {person} now",
-    "{person} is picking us up at {hm}",
-    "walk the dog before you go",
-    "the dog needs to go out",
-    "I'm in the queue, it's huge",
-    "they've run out of {food}",
-    "want to grab {food} after?",
-    "let's go for a run at {h}",
-    "gym at {h} tomorrow?",
-    "I'll skip the gym today",
-    "can you water the plants?",
-    "I booked the tickets for {day}",
-    "the tickets are ${nn} each",
-    "bring some cash, they don't take cards",
-    "I'm at platform {n}",
-    "the train is cancelled, taking the bus",
-    "can I borrow your charger?",
-    "I found your wallet in the car",
-    "have you seen my glasses?",
-    "the doctor said it's nothing serious",
-    "can you help me move on {day}?",
-    "I'm free after {h}",
-    "I'm busy until {h}, sorry",
-    "let me check and get back to you",
-    "that's hilarious",
-    "congratulations, that's amazing news",
-    "take care, speak soon",
-    "love you, good night",
-    "good morning, did you sleep well?",
-    "I'm so sorry to hear that",
-    "call me when you get this",
-    "I'll pay you back tomorrow",
-    "how much do I owe you?",
-    "the car won't start",
-    "I need a lift to the {place}",
-    "can you drop me at the {place}?",
-    "parking is full, going round again",
-    "I'm near the {place}, where are you?",
-    "meet me by the entrance",
-    "the lift is broken, take the stairs",
-    "I'm on the {ord} floor",
-    "grab me a {drink} please",
-    "the oven is still on, can you check?",
-    "did you lock the door?",
-    "I locked myself out",
-    "the laundry is done",
-    "put the bins out tonight please",
-    "bin day is {day}",
-    "the cleaner comes on {day}",
-    "the {food} just arrived",
-    "dinner's ready, come down",
-    "I'll cook tonight",
-    "let's just get a takeaway",
-    "what are you up to this weekend?",
-    "fancy a walk later?",
-    "it's freezing out here",
-    "it's so hot today",
-    "I'm stuck in traffic on the ring road",
-    "the road is closed, taking a detour",
-    "I'll be {min} minutes, start without me",
-    "keep my seat please",
-    "save me a seat near the front",
-    "where are you sitting?",
-    "I'm by the window at the back",
-    "the shop closes at {h}, hurry",
-    "can you feed the fish on {day}?",
-    "I'll be back before {h}",
-    "the baby is teething, no sleep again",
-    "can you bring my laptop charger?",
-    "do we need anything for the weekend?",
-    "I got the job!",
-    "my train is delayed by {min} minutes",
-    "sorry, can we do {day} instead?",
-    "the film was amazing",
-    "I'm not feeling well, staying home",
-    "tell me when you're outside",
-)
-
-# (spoken prefix, typed prefixes to choose from, number of digits)
-CODE_TEMPLATES: tuple[tuple[str, tuple[str, ...], int], ...] = (
-    ("the code is", ("code", "code is", "the code is", ""), 4),
-    ("the door code is", ("door code", "door", ""), 4),
-    ("the gate code is", ("gate", "gate code", "gate code is"), 4),
-    ("the order number is", ("order", "order no", "order number", ""), 5),
-    ("we're in room", ("room", "rm", ""), 3),
-    ("my locker number is", ("locker", "locker no", ""), 3),
-    ("the verification code is", ("code", "verification code", ""), 6),
-    ("the booking reference is", ("ref", "booking ref", ""), 5),
-    ("we're in apartment", ("apt", "flat", "apartment"), 2),
-    ("take bus number", ("bus", "bus no", ""), 2),
-    ("my new number is", ("new number", "number", ""), 7),
-    ("the parcel locker code is", ("parcel code", "locker code", ""), 6),
-    ("the table number is", ("table", ""), 2),
-    ("the pin for the bike lock is", ("bike lock", "lock", ""), 4),
-)
-
-CHATTER: tuple[str, ...] = (
-    "lol", "haha", "😂😂😂", "same", "true", "nice", "omg", "yes!", "who's in?",
-    "anyone seen my charger", "what's the plan", "sounds good", "👍", "ok cool", "brb",
-    "hahaha no way", "wait what", "is that today?", "can someone add tom to the group",
-    "good morning everyone", "night all", "so tired", "coffee?", "did u see the news",
-    "that's crazy", "thx", "np", "sure", "maybe", "idk", "not sure yet", "let me check",
-    "ill ask", "what time?", "where?", "send the address", "yay", "🎉", "finally friday",
-    "ugh mondays", "love it", "looks great", "pics or it didn't happen", "happy bday!!",
-    "lmao", "oh no", "are u ok?", "running late too", "me too", "on it", "done", "got it",
-    "cheers", "nope", "yep", "brilliant", "hold on", "one sec", "call u later", "ha ok",
-    "how was it?", "any news?", "who's driving", "im in", "count me out", "xx",
-)
-
-# Chat-style rewrites: (pattern on lowercase text, replacements to draw from).
-ABBREVIATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"\bon my way\b", ("omw",)),
-    (r"\bi don't know\b", ("idk",)),
-    (r"\bsee you\b", ("see u", "c u", "cu")),
-    (r"\bthank you\b", ("ty", "thank u")),
-    (r"\byou're\b", ("ur", "youre")),
-    (r"\byou\b", ("u",)),
-    (r"\byour\b", ("ur",)),
-    (r"\bare\b", ("r",)),
-    (r"\bplease\b", ("pls", "plz")),
-    (r"\btomorrow\b", ("tmrw", "tmr", "2moro")),
-    (r"\bthanks\b", ("thx", "thnx", "ta")),
-    (r"\btonight\b", ("2nite", "tonite")),
-    (r"\bokay\b", ("ok", "k")),
-    (r"\bbecause\b", ("bc", "cuz")),
-    (r"\bminutes\b", ("mins", "min")),
-    (r"\bgoing to\b", ("gonna",)),
-    (r"\bwant to\b", ("wanna",)),
-    (r"\bbefore\b", ("b4",)),
-    (r"\bpeople\b", ("ppl",)),
-    (r"\bi'm\b", ("im", "i'm")),
-    (r"\bdon't\b", ("dont",)),
-    (r"\bcan't\b", ("cant",)),
-    (r"\bthat's\b", ("thats",)),
-    (r"\bit's\b", ("its",)),
-    (r"\bi'll\b", ("ill", "i'll")),
-    (r"\bwe're\b", ("were", "we're")),
-    (r"\bbirthday\b", ("bday",)),
-    (r"\bweekend\b", ("wknd",)),
-    (r"\bright now\b", ("rn",)),
-    (r"\bcongratulations\b", ("congrats",)),
-    (r"\bgood night\b", ("gn", "night")),
-    (r"\bgreat\b", ("gr8",)),
-    (r"\blater\b", ("l8r",)),
-    (r"\bwith\b", ("w/",)),
-    (r"\babout\b", ("abt",)),
-)
-
-EMOJI = ("😀", "👍", "🙏", "😂", "❤️", "🎉", "😅", "🙄", "👌", "😘", "🔥", "😴")
-SPOKEN_FILLERS = ("hey,", "so,", "okay so", "hi,", "um,", "right,")
-SWAPS: dict[str, tuple[str, ...]] = {
-    "tomorrow": ("tonight", "today"), "tonight": ("tomorrow", "today"), "today": ("tomorrow",),
-    "morning": ("evening", "afternoon"), "evening": ("morning",), "before": ("after",),
-    "after": ("before",), "front": ("back",), "back": ("front",), "left": ("right",),
-    "cat": ("dog",), "dog": ("cat",), "door": ("window", "gate"), "bus": ("train",),
-    "train": ("bus",), "car": ("van",), "tickets": ("drinks",), "coming": ("leaving",),
-    "late": ("early",), "early": ("late",), "keys": ("phone", "bag"), "wallet": ("phone",),
-    "kids": ("dog",), "lunch": ("dinner",), "dinner": ("lunch",), "coffee": ("tea",),
-    "call": ("text",), "text": ("call",), "home": ("work",), "work": ("home",),
-    "up": ("down",), "down": ("up",), "free": ("busy",), "busy": ("free",),
-}
-TAILS = ("at the gym", "tomorrow", "too", "then", "after work", "again", "first", "instead",
-         "ok?", "right?", "later")
-NAMES = ("alice", "bob", "carmen", "dev", "elena", "farid", "grace", "hugo", "ines", "jun")
-CLASS_PHRASES: tuple[str, ...] = (
-    "on my way", "running late", "call me when you can", "see you soon", "I'm at the station",
-    "can you pick up milk?", "good night", "I'll be there in 10 minutes", "what time is dinner?",
-    "I'm outside", "just got home", "sounds good", "can't talk now", "love you",
-    "where are you?", "I'm stuck in traffic", "dinner's ready", "leaving work now",
-    "happy birthday", "thank you so much", "the door is open", "bring an umbrella",
-    "I missed the bus", "see you at 5", "let's get pizza", "the code is 4712",
-    "meeting is cancelled", "I'll call you back", "don't forget your keys", "I'm at the gym",
-)
 
 
 # --------------------------------------------------------------------------- numbers as words
@@ -576,7 +295,7 @@ def _code_typed(msg: _Message, rng: np.random.Generator) -> str:
     elif r < 0.9:
         out = f"{body} ok"
     else:
-        out = f"its {body}" if not prefix else f"{prefix} is {body}"
+        out = f"its {body}"
     if rng.random() < 0.15:
         out += " " + _choice(rng, ("thx", "👍", "x", "!!"))
     return out
@@ -594,7 +313,9 @@ def _typo(word: str, rng: np.random.Generator) -> str:
         return word[:i] + word[i + 1] + word[i] + word[i + 2:]
     neighbours = {"a": "s", "s": "d", "e": "r", "r": "e", "i": "o", "o": "i", "n": "m", "m": "n",
                   "t": "y", "u": "i", "l": "k", "h": "j", "c": "v", "b": "n", "g": "h", "d": "f"}
-    return word[:i] + neighbours.get(word[i], word[i]) + word[i + 1:]
+    if word[i] not in neighbours:
+        return word[:i] + word[i] + word[i:]
+    return word[:i] + neighbours[word[i]] + word[i + 1:]
 
 
 def _typed_form(msg: _Message, cfg: SynthConfig, rng: np.random.Generator) -> tuple[str, bool]:
@@ -772,6 +493,14 @@ def _layout(cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator) 
     return last + int(rng.integers(0, 3))
 
 
+def _fallback_chatter(rng: np.random.Generator, avoid: set[str]) -> str:
+    """Two chatter lines run together; used only when every single line would clash."""
+    while True:
+        text = f"{_choice(rng, CHATTER)} {_choice(rng, CHATTER)}"
+        if text not in avoid and _norm(text) not in avoid:
+            return text
+
+
 def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
                   rng: np.random.Generator, avoid: set[str]) -> tuple[list[dict], dict[str, str]]:
     """Fill every text slot (truths, near-duplicates, chatter) and interleave the voice notes.
@@ -785,17 +514,15 @@ def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
     for p in plans:
         if p.slot is not None:
             texts[p.slot] = (p.sender, p.typed, p.msg.key())
-        if not p.missing:
-            for s in range(p.start, min(p.start + w, n_texts)):
-                keys_in_window[s].add(p.msg.key())
+        for s in range(p.start, min(p.start + w, n_texts)):  # missing notes too: no stand-ins
+            keys_in_window[s].add(p.msg.key())
 
     def free_in(p: _NotePlan) -> list[int]:
         return [s for s in range(p.start, min(p.start + w, n_texts)) if texts[s] is None]
 
     def put(slot: int, who: str, msg: _Message) -> bool:
         key = msg.key()
-        if any(key in keys_in_window[s] for s in range(max(0, slot - w + 1), slot + 1)) or \
-                key in keys_in_window[slot]:
+        if key in keys_in_window[slot]:  # would be a second right answer for some note
             return False
         typed, _ = _typed_form(msg, cfg, rng)
         texts[slot] = (who, typed, key)
@@ -845,7 +572,17 @@ def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
                 if put(s, who, filler):
                     break
         if texts[s] is None:
-            texts[s] = (who, f"{_choice(rng, CHATTER)} {s}", None)
+            texts[s] = (who, _fallback_chatter(rng, nearby | keys_in_window[s]), None)
+
+    # A typed string may occur once per window, or the manifest's text label would be ambiguous.
+    truth_slots = {p.slot for p in plans if p.slot is not None}
+    for p in plans:
+        if p.slot is None:
+            continue
+        for s in range(p.start, min(p.start + w, n_texts)):
+            entry = texts[s]
+            if s not in truth_slots and entry is not None and entry[1] == p.typed:
+                texts[s] = (entry[0], _fallback_chatter(rng, {p.typed}), None)
 
     # Interleave: a voice note goes right before its first candidate.
     events: list[dict] = []
@@ -1062,25 +799,21 @@ def _render_all(plans: list[_NotePlan], rec: Path, babble: np.ndarray | None, wo
 
 
 def _babble_bank(seed: int, voices: tuple[str, ...]) -> np.ndarray:
-    """A few seconds of overlapping chatter from several voices, looped as babble noise."""
+    """Several voices talking over each other, as a loop of babble noise."""
     rng = np.random.default_rng(seed)
-    lines = [spoken_form(_choice(rng, CHAT_TEMPLATES).format(**_fill_all(rng))) for _ in range(6)]
-    jobs = [(line, _choice(rng, voices), int(rng.integers(140, 190))) for line in lines]
+    templates = [_choice(rng, CHAT_TEMPLATES) for _ in range(6)]
+    jobs = [(spoken_form(t.format(**_fill(t, rng))), _choice(rng, voices), int(rng.integers(140, 190)))
+            for t in templates]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         clips = list(pool.map(lambda j: _synthesize(j[0], j[1], j[2], 50)[0], jobs))
-    length = max(c.size for c in clips) * 2
+    length = 2 * max(c.size for c in clips)
     bank = np.zeros(length, np.float32)
-    for k, c in enumerate(clips):
-        offset = (k * length // len(clips)) % (length - c.size)
-        bank[offset:offset + c.size] += c / (np.sqrt(np.mean(c**2)) + 1e-9)
-        bank[(offset + length // 2) % (length - c.size):][: c.size] += 0.7 * c / (np.sqrt(np.mean(c**2)) + 1e-9)
+    for c in clips:  # each line twice at random places, so about three talk at once
+        c = c / (float(np.sqrt(np.mean(c**2))) + 1e-9)
+        for _ in range(2):
+            start = int(rng.integers(length - c.size + 1))
+            bank[start:start + c.size] += c
     return bank
-
-
-def _fill_all(rng: np.random.Generator) -> dict[str, str]:
-    """Values for every slot name a template might use (for throwaway babble lines)."""
-    names = {n for t in CHAT_TEMPLATES for n in re.findall(r"{(\w+)}", t)}
-    return _fill("".join("{" + n + "}" for n in sorted(names)), rng)
 
 
 # --------------------------------------------------------------------------- datasets
