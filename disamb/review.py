@@ -1,0 +1,618 @@
+"""`disamb review`: a local web page to grow the gold set one note at a time.
+
+Hand labelling is slow, so the page asks about the notes the matcher is least sure
+of, lets the user answer with one key press, and writes every answer to an
+append-only gold file at once (fsync'd), so nothing is lost when the browser or
+the server goes away. The data shown is untrusted chat text: the page builds its
+DOM with textContent only and is served with a strict Content-Security-Policy;
+audio is served by note id from inside the recordings folder, never by path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import mimetypes
+import os
+import random
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import match
+from .chats import AudioPathError, UnsafePathError, VoiceNote, resolve_audio
+
+ORDERS = ("uncertain", "margin", "random", "file")
+MIN_ANSWERS_TO_REFIT = 10
+PAGE_FILE = Path(__file__).with_name("review_page.html")
+
+# mimetypes does not know every format ffmpeg reads; browsers need the right type to play.
+AUDIO_TYPES = {
+    ".wav": "audio/wav",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".flac": "audio/flac",
+    ".webm": "audio/webm",
+}
+
+
+class ReviewError(Exception):
+    """Base class for problems the review command reports to the user."""
+
+
+class LabelsFileError(ReviewError):
+    """labels.jsonl cannot be read or holds no note that can be reviewed."""
+
+
+class GoldFileError(ReviewError):
+    """The gold file has a line that is not an answer (path:line: reason)."""
+
+
+class UnsafeHostError(ReviewError):
+    """The server would listen on a non-loopback address without being told to."""
+
+
+class RefitError(ReviewError):
+    """Too few usable answers to refit the matcher."""
+
+
+# ---------------------------------------------------------------- gold file
+
+
+@dataclass
+class Answer:
+    id: str
+    label_id: str | None  # None = "none of these"
+    ts: str
+
+
+def read_gold(path: Path) -> dict[str, Answer]:
+    """Answers by note id, the last line for an id winning, in the order of those lines.
+
+    A final line without its newline is what a kill during a write leaves behind;
+    it is ignored rather than treated as a broken file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GoldFileError(f"{path}: cannot read gold file ({e})") from e
+    lines = text.split("\n")
+    torn_tail = not text.endswith("\n")
+    answers: dict[str, Answer] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            if torn_tail and n == len(lines):
+                continue
+            raise GoldFileError(f"{path}:{n}: not a JSON object") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise GoldFileError(f'{path}:{n}: an answer needs a string "id"')
+        label_id = obj.get("label_id")
+        if label_id is not None and not isinstance(label_id, str):
+            raise GoldFileError(f'{path}:{n}: "label_id" must be a string or null')
+        answers.pop(obj["id"], None)  # keep the dict in order of each note's last answer
+        answers[obj["id"]] = Answer(obj["id"], label_id, str(obj.get("ts", "")))
+    return answers
+
+
+def append_answer(path: Path, note_id: str, label_id: str | None) -> Answer:
+    """Append one answer line and fsync it before returning, so an answer the page
+    has shown as saved survives a crash of the server or the machine."""
+    path = Path(path)
+    answer = Answer(note_id, label_id, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    line = json.dumps({"id": answer.id, "label_id": answer.label_id, "ts": answer.ts}, ensure_ascii=False) + "\n"
+    created = not path.exists()
+    with open(path, "a+b") as f:
+        _drop_torn_tail(f)
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    if created:
+        _fsync_dir(path.parent)
+    return answer
+
+
+def _drop_torn_tail(f) -> None:
+    """Cut a last line that has no newline: a write killed half-way, never
+    confirmed to the page, which would otherwise break the line after it."""
+    end = f.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    f.seek(max(0, end - 65536))
+    tail = f.read()
+    if tail.endswith(b"\n"):
+        return
+    cut = tail.rfind(b"\n")
+    if cut < 0 and end > len(tail):
+        return  # a single line longer than we look back: leave it to read_gold to report
+    f.truncate(end - len(tail) + cut + 1)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new file's directory entry durable too (no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def apply_gold_file(notes: list[VoiceNote], gold_path: Path) -> int:
+    """Set the gold fields of `notes` from a review gold file; returns how many were set.
+
+    Follows the chat reader's convention: an answer outside the note's window (or
+    "none of these") makes the note gold-known with `gold_in_window=False`.
+    """
+    answers = read_gold(gold_path)
+    applied = 0
+    for note in notes:
+        a = answers.get(note.id)
+        if a is None:
+            continue
+        cand = next((c for c in note.candidates if c.id == a.label_id), None)
+        note.gold_in_window = cand is not None
+        note.gold_label_id = cand.id if cand is not None else None
+        note.gold_text = cand.text if cand is not None else None
+        applied += 1
+    return applied
+
+
+# ---------------------------------------------------------------- notes
+
+
+@dataclass
+class Item:
+    """One reviewable note: what the page shows plus the features for refitting."""
+
+    id: str
+    file: str
+    transcript: str
+    cand_ids: list[str]
+    cand_texts: list[str]
+    probs: np.ndarray  # one per candidate, then "none of these"
+    label_id: str | None  # the labeller's choice in labels.jsonl
+    confidence: float
+    X: np.ndarray | None  # match.FEATURES rows, None when labels.jsonl lacks them
+    gold: str | None | bool = False  # False: no gold in labels.jsonl; else the gold label id (None = none)
+    position: int = 0
+
+    def top_margin(self) -> tuple[float, float]:
+        p = np.sort(self.probs)[::-1]
+        return float(p[0]), float(p[0] - (p[1] if len(p) > 1 else 0.0))
+
+    def to_json(self, answer: Answer | None) -> dict:
+        return {
+            "id": self.id,
+            "file": self.file,
+            "transcript": self.transcript,
+            "candidates": [
+                {"id": i, "text": t, "prob": round(float(p), 4)}
+                for i, t, p in zip(self.cand_ids, self.cand_texts, self.probs)
+            ],
+            "prob_none": round(float(self.probs[-1]), 4),
+            "label_id": self.label_id,
+            "confidence": self.confidence,
+            "answered": answer is not None,
+            "answer": answer.label_id if answer else None,
+        }
+
+
+def load_items(labels_path: Path) -> list[Item]:
+    """Notes from labels.jsonl that have scored candidates (no decode error).
+
+    Notes that already carry gold in labels.jsonl are kept (they count for refitting)
+    but `Session` does not ask about them again."""
+    labels_path = Path(labels_path)
+    try:
+        lines = labels_path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelsFileError(f"{labels_path}: cannot read labels ({e})") from e
+    items: list[Item] = []
+    seen: set[str] = set()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            item = _item(rec, len(items))
+        except (ValueError, KeyError, TypeError) as e:
+            raise LabelsFileError(f"{labels_path}:{n}: not a labels.jsonl record ({e})") from None
+        if item is None:
+            continue
+        if item.id in seen:
+            raise LabelsFileError(f"{labels_path}:{n}: duplicate note id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise LabelsFileError(f"{labels_path}: no note with candidates to review")
+    return items
+
+
+def _item(rec: dict, position: int) -> Item | None:
+    cands = rec["candidates"]
+    if rec.get("error") or not cands or any(c.get("prob") is None for c in cands):
+        return None
+    probs = [float(c["prob"]) for c in cands] + [float(rec.get("prob_none") or 0.0)]
+    X = None
+    if all(isinstance(c.get("features"), dict) and all(f in c["features"] for f in match.FEATURES) for c in cands):
+        X = np.array([[float(c["features"][f]) for f in match.FEATURES] for c in cands])
+    gold: str | None | bool = False
+    if rec.get("gold_label_id") is not None:
+        gold = str(rec["gold_label_id"])
+    elif rec.get("gold_in_window") is False:
+        gold = None
+    return Item(
+        id=str(rec["id"]),
+        file=str(rec["file"]),
+        transcript=str(rec.get("transcript") or ""),
+        cand_ids=[str(c["id"]) for c in cands],
+        cand_texts=[str(c["text"]) for c in cands],
+        probs=np.asarray(probs, float),
+        label_id=rec.get("label_id"),
+        confidence=float(rec.get("confidence") or 0.0),
+        X=X,
+        gold=gold,
+        position=position,
+    )
+
+
+def queue_order(items: list[Item], answered: set[str], order: str, seed: int = 0) -> list[str]:
+    """Ids of the unanswered notes, the one to ask next first.
+
+    "uncertain": lowest top probability; "margin": smallest gap between the top two
+    options (counting "none of these"); "random": shuffled with `seed`; "file": as
+    in labels.jsonl. Ties keep file order so the queue is reproducible.
+    """
+    todo = [it for it in items if it.id not in answered]
+    if order == "uncertain":
+        todo.sort(key=lambda it: (it.top_margin()[0], it.position))
+    elif order == "margin":
+        todo.sort(key=lambda it: (it.top_margin()[1], it.position))
+    elif order == "random":
+        random.Random(seed).shuffle(todo)
+    elif order != "file":
+        raise ReviewError(f"unknown order {order!r} (choose from {', '.join(ORDERS)})")
+    return [it.id for it in todo]
+
+
+def _target(item: Item, label_id: str | None) -> int | None:
+    """Index of an answer among the candidates, len for none, None if not in the window."""
+    if label_id is None:
+        return len(item.cand_ids)
+    return item.cand_ids.index(label_id) if label_id in item.cand_ids else None
+
+
+# ---------------------------------------------------------------- session
+
+
+@dataclass
+class Session:
+    """The state one server holds: the notes, the answers so far and the queue order."""
+
+    items: list[Item]
+    gold_path: Path
+    recordings: Path
+    order: str = "uncertain"
+    seed: int = 0
+    matcher_out: Path | None = None
+    answers: dict[str, Answer] = field(default_factory=dict)
+    answer_order: list[str] = field(default_factory=list)
+    matcher_source: str = "labels.jsonl"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _index: dict[str, Item] = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def open(cls, recordings: Path, labels: Path, gold: Path | None = None, **kw: Any) -> "Session":
+        items = load_items(labels)
+        gold_path = Path(gold) if gold is not None else Path(labels).with_name("gold.jsonl")
+        by_id = {it.id for it in items}
+        answers = read_gold(gold_path)
+        s = cls(items=items, gold_path=gold_path, recordings=Path(recordings), **kw)
+        if s.order not in ORDERS:
+            raise ReviewError(f"unknown order {s.order!r} (choose from {', '.join(ORDERS)})")
+        s.answers = {k: a for k, a in answers.items() if k in by_id}
+        s.answer_order = list(s.answers)
+        return s
+
+    def item(self, note_id: str) -> Item | None:
+        return self._by_id().get(note_id)
+
+    def _by_id(self) -> dict[str, Item]:
+        if len(self._index) != len(self.items):
+            self._index = {it.id: it for it in self.items}
+        return self._index
+
+    def audio_path(self, note_id: str) -> Path:
+        """The clip of a note, resolved inside the recordings folder.
+
+        Raises KeyError for an unknown id and AudioPathError when the file named in
+        labels.jsonl is missing or would lead outside the folder.
+        """
+        it = self._by_id()[note_id]
+        return resolve_audio(self.recordings, it.file)
+
+    def answer(self, note_id: str, label_id: str | None) -> Answer:
+        it = self._by_id().get(note_id)
+        if it is None:
+            raise KeyError(note_id)
+        if label_id is not None and label_id not in it.cand_ids:
+            raise ValueError(f"{label_id!r} is not a candidate of {note_id!r}")
+        with self.lock:
+            a = append_answer(self.gold_path, note_id, label_id)
+            self.answers[note_id] = a
+            if note_id in self.answer_order:
+                self.answer_order.remove(note_id)
+            self.answer_order.append(note_id)
+        return a
+
+    def reviewable(self) -> list[Item]:
+        """Notes to ask about: all but those with gold already in labels.jsonl
+        (unless the user answered them anyway in an earlier run)."""
+        return [it for it in self.items if it.gold is False or it.id in self.answers]
+
+    def stats(self) -> dict:
+        """Answered / remaining and how often the labeller agreed with the answers."""
+        right = sum(self._by_id()[k].label_id == a.label_id for k, a in self.answers.items())
+        n = len(self.answers)
+        total = len(self.reviewable())
+        return {
+            "answered": n,
+            "remaining": total - n,
+            "total": total,
+            "already_gold": len(self.items) - total,
+            "labeller_correct": right,
+            "labeller_accuracy": (right / n) if n else None,
+            "refit_examples": len(self._training_set()[0]),
+            "can_refit": n >= MIN_ANSWERS_TO_REFIT and len(self._training_set()[0]) >= MIN_ANSWERS_TO_REFIT,
+            "min_answers_to_refit": MIN_ANSWERS_TO_REFIT,
+            "matcher": self.matcher_source,
+            "order": self.order,
+            "gold_file": str(self.gold_path),
+        }
+
+    def state(self) -> dict:
+        """Everything the page needs: notes in review order (answered first, in the
+        order they were answered, then the queue) and where to resume."""
+        with self.lock:
+            queue = queue_order(self.reviewable(), set(self.answers), self.order, self.seed)
+            sequence = list(self.answer_order) + queue
+            by_id = self._by_id()
+            return {
+                "notes": [by_id[k].to_json(self.answers.get(k)) for k in sequence],
+                "resume": len(self.answer_order),
+                "stats": self.stats(),
+            }
+
+    def _training_set(self) -> tuple[list[np.ndarray], list[int]]:
+        """Feature rows and target index of every note with an answer, or with gold
+        in labels.jsonl; the user's answer wins over the old gold."""
+        Xs, ys = [], []
+        for it in self.items:
+            a = self.answers.get(it.id)
+            if a is not None:
+                t = _target(it, a.label_id)
+            elif it.gold is not False:
+                t = _target(it, it.gold)  # type: ignore[arg-type]
+            else:
+                continue
+            if t is not None and it.X is not None:
+                Xs.append(it.X)
+                ys.append(t)
+        return Xs, ys
+
+    def refit(self) -> dict:
+        """Fit the matcher on the answers (plus gold already in labels.jsonl),
+        recompute every note's probabilities and reorder the queue."""
+        with self.lock:
+            if len(self.answers) < MIN_ANSWERS_TO_REFIT:
+                raise RefitError(f"refitting needs {MIN_ANSWERS_TO_REFIT} answers, have {len(self.answers)}")
+            Xs, ys = self._training_set()
+            if len(Xs) < MIN_ANSWERS_TO_REFIT:
+                raise RefitError(
+                    f"refitting needs {MIN_ANSWERS_TO_REFIT} answered notes with features, have {len(Xs)}"
+                )
+            m = match.fit(Xs, ys)
+            for it in self.items:
+                if it.X is not None:
+                    it.probs = m.probs(it.X)
+            self.matcher_source = m.source
+            if self.matcher_out is not None:
+                m.save(self.matcher_out)
+        return self.state()
+
+
+# ---------------------------------------------------------------- host check
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    """Refuse to listen beyond this machine unless the user asked for it: the page
+    serves private voice notes and accepts answers from whoever reaches it."""
+    if allow_remote:
+        return
+    if not is_loopback(host):
+        raise UnsafeHostError(
+            f"refusing to listen on {host}: not a loopback address (give --host explicitly to allow it)"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+# ---------------------------------------------------------------- web app
+
+
+def _page() -> tuple[bytes, str]:
+    """The page and a CSP that allows exactly its own inline script and style (by
+    hash), so even a missed escape could not run injected script."""
+    html = PAGE_FILE.read_text("utf-8")
+    hashes = {"script": [], "style": []}
+    for kind in hashes:
+        for body in re.findall(rf"<{kind}>(.*?)</{kind}>", html, flags=re.S):
+            digest = hashlib.sha256(body.encode("utf-8")).digest()
+            hashes[kind].append("'sha256-" + base64.b64encode(digest).decode() + "'")
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src " + " ".join(hashes["script"]),
+            "style-src " + " ".join(hashes["style"]),
+            "media-src 'self'",
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return html.encode("utf-8"), csp
+
+
+def create_app(session: Session, allowed_hosts: list[str] | None = None):
+    """The Starlette app: the page, a JSON API and the audio route."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    page, csp = _page()
+    common = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=common)
+
+    async def index(request: Request) -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers=common | {"Content-Security-Policy": csp})
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(session.state), headers=common)
+
+    async def audio(request: Request) -> Response:
+        note_id = request.path_params["note_id"]
+        try:
+            path = session.audio_path(note_id)
+        except KeyError:
+            return error(404, "no such note")
+        except UnsafePathError:
+            return error(403, "audio path leaves the recordings folder")
+        except AudioPathError:
+            return error(404, "audio file not found")
+        media = AUDIO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+
+    async def answer(request: Request) -> Response:
+        # JSON only: a cross-site form cannot send it without a CORS preflight we never grant
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return error(415, "send application/json")
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            return error(400, 'body needs a string "id"')
+        label_id = body.get("label_id")
+        if label_id is not None and not isinstance(label_id, str):
+            return error(400, '"label_id" must be a string or null')
+        try:
+            a = await run_in_threadpool(session.answer, body["id"], label_id)
+        except KeyError:
+            return error(404, "no such note")
+        except ValueError as e:
+            return error(400, str(e))
+        except OSError as e:
+            return error(500, f"could not save the answer: {e.strerror or e}")
+        return JSONResponse({"saved": {"id": a.id, "label_id": a.label_id, "ts": a.ts}, "stats": session.stats()}, headers=common)
+
+    async def refit(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return error(415, "send application/json")
+        try:
+            return JSONResponse(await run_in_threadpool(session.refit), headers=common)
+        except RefitError as e:
+            return error(409, str(e))
+        except match.MatcherError as e:
+            return error(500, str(e))
+
+    hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
+    routes = [
+        Route("/", index),
+        Route("/api/state", state),
+        Route("/api/answer", answer, methods=["POST"]),
+        Route("/api/refit", refit, methods=["POST"]),
+        Route("/audio/{note_id:path}", audio),
+    ]
+    # the Host check stops DNS-rebinding pages from reading the API through a name of their own
+    return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
+
+
+def allowed_hosts_for(host: str) -> list[str]:
+    names = ["127.0.0.1", "localhost", "::1", "[::1]"]
+    if host not in names and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    if host in ("0.0.0.0", "::"):
+        names = ["*"]  # the user chose every interface; any name they reach it by is theirs
+    return names
+
+
+def bind(host: str, port: int, allow_remote: bool = False) -> socket.socket:
+    """Check the host, then bind the listening socket ourselves, so a busy port is an
+    OSError here (not a log line and an exit inside uvicorn) and port 0 picks a free one."""
+    check_host(host, allow_remote)
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def make_server(session: Session, host: str = "127.0.0.1"):
+    """A uvicorn server for the session; run it with `.run(sockets=[bind(...)])`."""
+    import uvicorn
+
+    app = create_app(session, allowed_hosts_for(host))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
+def url_for(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}/"
