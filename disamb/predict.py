@@ -1,0 +1,152 @@
+"""Apply a trained classifier to recordings: which class each one carries.
+
+Works without a chat (every audio file in a folder) or with a chat log / manifest,
+where the choice can be restricted to each note's candidates and compared with the
+labeller's labels and the gold truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import write_atomic
+from .chats import AudioPathError, VoiceNote, resolve_audio
+from .textsim import normalize
+from .train import Classifier, gold_text
+
+AUDIO_EXTENSIONS = frozenset(".wav .ogg .oga .opus .mp3 .m4a .aac .flac .webm .mp4 .amr".split())
+
+
+def find_recordings(folder: Path) -> tuple[list[VoiceNote], list[str]]:
+    """Every audio file under `folder` as a note without candidates (id = relative path).
+
+    Links that lead outside the folder are refused, as in chat logs; the reasons are returned.
+    """
+    folder = Path(folder)
+    notes, refused = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
+        rel = path.relative_to(folder).as_posix()
+        try:
+            audio = resolve_audio(folder, rel)
+        except AudioPathError as e:
+            refused.append(str(e))
+            continue
+        notes.append(VoiceNote(id=rel, file=rel, audio=audio, candidates=[]))
+    return notes, refused
+
+
+@dataclass
+class PredictSummary:
+    notes: int = 0
+    predicted: int = 0
+    errors: int = 0
+    restricted: int = 0  # choice limited to the note's candidate classes
+    no_candidate_class: int = 0  # restriction asked for, but no candidate is a known class
+    labels_compared: int = 0  # labeller label in the class set
+    labels_agree: int = 0
+    accepted_compared: int = 0
+    accepted_agree: int = 0
+    gold: int = 0  # gold notes whose truth is a known class
+    gold_correct: int = 0
+    holdout_gold: int = 0  # of those, the ones held out of training
+    holdout_correct: int = 0
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["labels_agreement"] = self.labels_agree / self.labels_compared if self.labels_compared else None
+        d["accepted_agreement"] = self.accepted_agree / self.accepted_compared if self.accepted_compared else None
+        d["gold_accuracy"] = self.gold_correct / self.gold if self.gold else None
+        d["holdout_accuracy"] = self.holdout_correct / self.holdout_gold if self.holdout_gold else None
+        return d
+
+
+def predict_notes(
+    clf: Classifier,
+    notes: list[VoiceNote],
+    embeddings: dict[str, np.ndarray],
+    errors: dict[str, str] | None = None,
+    top_k: int = 3,
+    restrict: bool = False,
+    records: dict[str, dict] | None = None,
+) -> tuple[list[dict], PredictSummary]:
+    """One predictions.jsonl row per note (input order) and the counts for the summary."""
+    errors = errors or {}
+    index = {c: i for i, c in enumerate(clf.classes)}
+    holdout = set(clf.meta.get("holdout_ids") or [])
+    summary = PredictSummary(notes=len(notes))
+    ready = [n for n in notes if n.id in embeddings]
+    allowed = None
+    if ready:
+        X = np.stack([embeddings[n.id] for n in ready])
+        if restrict:
+            allowed = np.zeros((len(ready), len(clf.classes)), bool)
+            for r, note in enumerate(ready):
+                for c in note.candidates:
+                    k = index.get(normalize(c.text))
+                    if k is not None:
+                        allowed[r, k] = True
+            empty = ~allowed.any(1)
+            allowed[empty] = True  # nothing to restrict to: use every class, and say so
+        probs = clf.predict_proba(X, allowed)
+    rows_by_id: dict[str, dict] = {}
+    for r, note in enumerate(ready):
+        p = probs[r]
+        order = np.argsort(-p, kind="stable")[: max(1, top_k)]
+        row = {
+            "id": note.id, "file": note.file, "class": clf.classes[order[0]],
+            "probability": round(float(p[order[0]]), 4),
+            "top_k": [{"class": clf.classes[k], "probability": round(float(p[k]), 4)} for k in order],
+        }
+        if restrict:
+            row["restricted"] = not bool(empty[r])
+            summary.restricted += row["restricted"]
+            summary.no_candidate_class += not row["restricted"]
+        _compare(row, note, records, index, holdout, summary)
+        rows_by_id[note.id] = row
+        summary.predicted += 1
+    rows = []
+    for note in notes:
+        row = rows_by_id.get(note.id)
+        if row is None:
+            row = {"id": note.id, "file": note.file, "class": None, "probability": None, "top_k": [],
+                   "error": errors.get(note.id, "no embedding")}
+            summary.errors += 1
+        rows.append(row)
+    return rows, summary
+
+
+def _compare(row: dict, note: VoiceNote, records: dict[str, dict] | None, index: dict[str, int],
+             holdout: set[str], summary: PredictSummary) -> None:
+    """Add the labeller's class and the gold class to the row where known, and count agreement."""
+    predicted = row["class"]
+    rec = (records or {}).get(note.id)
+    if rec is not None and rec.get("label"):
+        lab = normalize(rec["label"])
+        row["labeller_class"] = lab if lab in index else None
+        if lab in index:
+            agree = lab == predicted
+            row["agrees"] = agree
+            summary.labels_compared += 1
+            summary.labels_agree += agree
+            if rec.get("accepted"):
+                summary.accepted_compared += 1
+                summary.accepted_agree += agree
+    g = gold_text(note)
+    if g is not None and normalize(g) in index:
+        right = normalize(g) == predicted
+        row["gold_class"] = normalize(g)
+        summary.gold += 1
+        summary.gold_correct += right
+        if note.id in holdout:
+            row["held_out"] = True
+            summary.holdout_gold += 1
+            summary.holdout_correct += right
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    """predictions.jsonl, one object per recording, written atomically."""
+    write_atomic(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -1,0 +1,595 @@
+"""A small classifier on pooled Whisper encoder embeddings, trained from labels.jsonl.
+
+The point is to use every note: gold notes and accepted pseudo-labels train with
+cross-entropy, and the notes the labeller was unsure about still train through their
+candidate sets (a partial-label loss) instead of being thrown away. Classes are label
+texts in `textsim.normalize` form, so typed variants of one phrase are one class.
+
+Model files are a safetensors file (weights and feature statistics) plus a JSON file
+(everything else); nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .cache import write_atomic
+from .chats import VoiceNote, read_text_bytes
+from .textsim import normalize
+
+LOSSES = ("gold", "ce", "proden", "cc", "mse")
+HEADS = ("linear", "mlp")
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+FORMAT_VERSION = 1
+
+
+class TrainError(Exception):
+    """The data cannot train a model (no classes, no labelled examples, bad option)."""
+
+
+class ClassFileError(TrainError):
+    """A --classes file is unreadable or lists no class."""
+
+
+class ModelFileError(Exception):
+    """A model directory is missing, incomplete or inconsistent."""
+
+
+# ------------------------------------------------------------------ classes
+
+
+@dataclass
+class ClassSet:
+    classes: list[str]
+    counts: dict[str, int]  # examples per kept class
+    dropped: dict[str, int]  # label texts below --min-count (or not in --classes)
+    source: str  # "labels" or the --classes file
+
+    def index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+
+def read_class_file(path: Path) -> list[str]:
+    """One class per line (blank lines and # comments skipped), normalised and de-duplicated."""
+    try:
+        text = read_text_bytes(Path(path)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClassFileError(f"{path}: not UTF-8 text") from None
+    except Exception as e:  # InputFileError carries the one-line reason
+        raise ClassFileError(str(e)) from None
+    classes: dict[str, None] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        norm = normalize(line)
+        if norm:
+            classes.setdefault(norm)
+    if not classes:
+        raise ClassFileError(f"{path}: lists no class")
+    return list(classes)
+
+
+def build_classes(label_texts: list[str], min_count: int = 2, fixed: list[str] | None = None,
+                  source: str = "labels") -> ClassSet:
+    """Classes from label texts: normalised, kept when seen at least `min_count` times.
+
+    With `fixed`, those classes (in that order) are the class set whatever the counts.
+    """
+    counts = Counter(n for n in (normalize(t) for t in label_texts) if n)
+    if fixed is not None:
+        kept = list(dict.fromkeys(normalize(c) for c in fixed if normalize(c)))
+    else:
+        kept = sorted(c for c, k in counts.items() if k >= max(1, min_count))
+    kept_set = set(kept)
+    return ClassSet(
+        classes=kept,
+        counts={c: counts.get(c, 0) for c in kept},
+        dropped={c: k for c, k in counts.items() if c not in kept_set},
+        source=source,
+    )
+
+
+# ------------------------------------------------------------------ dataset
+
+
+@dataclass
+class Dataset:
+    """One row per note that can train: features, role, targets in class space."""
+
+    ids: list[str]
+    X: np.ndarray  # (n, d) raw embeddings
+    role: list[str]  # "gold", "accepted" or "partial"
+    target: np.ndarray  # (n,) class index, -1 for partial notes
+    confidence: np.ndarray  # (n,) labeller confidence (1 for gold)
+    mask: np.ndarray  # (n, C) bool: the note's candidate classes (one-hot for gold)
+    init: np.ndarray  # (n, C) starting weights over the mask (matcher probabilities)
+    classes: ClassSet
+    outside: int = 0  # notes with an embedding but nothing inside the class set
+    no_embedding: int = 0  # notes whose clip failed or had no record
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes.classes)
+
+    def count(self, role: str) -> int:
+        return sum(r == role for r in self.role)
+
+
+def read_labels(path: Path) -> dict[str, dict]:
+    """labels.jsonl records by note id; lines that are not JSON objects with an id are skipped."""
+    data = read_text_bytes(Path(path))
+    records: dict[str, dict] = {}
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            records[rec["id"]] = rec
+    return records
+
+
+def gold_text(note: VoiceNote) -> str | None:
+    """The true text of a gold note, wherever it was given (text, or the id of a candidate)."""
+    if note.gold_text:
+        return note.gold_text
+    if note.gold_label_id is not None:
+        for c in note.candidates:
+            if c.id == note.gold_label_id:
+                return c.text
+    return None
+
+
+def class_texts(notes: list[VoiceNote], records: dict[str, dict]) -> list[str]:
+    """The label texts classes are built from: gold truth, else an accepted pseudo-label."""
+    texts = []
+    for note in notes:
+        g = gold_text(note)
+        if g is not None:
+            texts.append(g)
+            continue
+        rec = records.get(note.id)
+        if rec and rec.get("accepted") and rec.get("label"):
+            texts.append(rec["label"])
+    return texts
+
+
+def build_dataset(notes: list[VoiceNote], records: dict[str, dict], embeddings: dict[str, np.ndarray],
+                  classes: ClassSet) -> Dataset:
+    """Put each note in one role: gold (truth in class set), accepted (pseudo-label in the
+    class set) or partial (some candidate in the class set); otherwise it is outside."""
+    index = classes.index()
+    C = len(classes.classes)
+    ids, rows, roles, targets, confs, masks, inits = [], [], [], [], [], [], []
+    outside = no_emb = 0
+    for note in notes:
+        emb = embeddings.get(note.id)
+        if emb is None:
+            no_emb += 1
+            continue
+        rec = records.get(note.id) or {}
+        probs = {c.get("id"): c.get("prob") for c in rec.get("candidates", []) if isinstance(c, dict)}
+        mask = np.zeros(C, bool)
+        init = np.zeros(C, np.float64)
+        for cand in note.candidates:
+            k = index.get(normalize(cand.text))
+            if k is None:
+                continue
+            mask[k] = True
+            p = probs.get(cand.id)
+            init[k] += float(p) if isinstance(p, (int, float)) and math.isfinite(p) and p > 0 else 0.0
+        g = gold_text(note)
+        label = rec.get("label") if rec.get("accepted") else None
+        if g is not None:
+            k = index.get(normalize(g))
+            if k is None:
+                outside += 1
+                continue
+            role, target, conf = "gold", k, 1.0
+            mask = np.zeros(C, bool)
+            mask[k] = True
+        elif label:
+            k = index.get(normalize(label))
+            if k is None:
+                outside += 1
+                continue
+            role, target, conf = "accepted", k, float(rec.get("confidence") or 0.0)
+            mask[k] = True
+        elif mask.any():
+            role, target, conf = "partial", -1, float(rec.get("confidence") or 0.0)
+        else:
+            outside += 1
+            continue
+        init = np.where(mask, init, 0.0)
+        init = init / init.sum() if init.sum() > 0 else mask / mask.sum()
+        ids.append(note.id)
+        rows.append(np.asarray(emb, np.float32))
+        roles.append(role)
+        targets.append(target)
+        confs.append(conf)
+        masks.append(mask)
+        inits.append(init)
+    d = rows[0].shape[0] if rows else 0
+    return Dataset(
+        ids=ids, X=np.stack(rows) if rows else np.zeros((0, d), np.float32), role=roles,
+        target=np.asarray(targets, np.int64), confidence=np.asarray(confs, np.float32),
+        mask=np.stack(masks) if masks else np.zeros((0, C), bool),
+        init=np.stack(inits).astype(np.float32) if inits else np.zeros((0, C), np.float32),
+        classes=classes, outside=outside, no_embedding=no_emb,
+    )
+
+
+# ------------------------------------------------------------------ head and losses
+
+
+def make_head(dim: int, n_classes: int, kind: str = "linear", hidden: int = 256, dropout: float = 0.2) -> nn.Sequential:
+    """Linear, or one hidden ReLU layer; module names are fixed so saved weights stay loadable."""
+    if kind == "linear":
+        return nn.Sequential(OrderedDict(out=nn.Linear(dim, n_classes)))
+    if kind == "mlp":
+        return nn.Sequential(OrderedDict(
+            hidden=nn.Linear(dim, hidden), act=nn.ReLU(), drop=nn.Dropout(dropout), out=nn.Linear(hidden, n_classes)))
+    raise TrainError(f"unknown head {kind!r} (expected one of {', '.join(HEADS)})")
+
+
+def ce_terms(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-example −log p_y."""
+    return nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+def weighted_mean(terms: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (terms * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def proden_terms(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-example −Σ_j w_j log p_j; the weights are zero outside the candidate set."""
+    return -(weights * torch.log_softmax(logits, dim=1)).sum(1)
+
+
+def proden_update(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """New PRODEN weights: the model's probabilities restricted to the set, renormalised."""
+    p = torch.softmax(logits.detach(), dim=1) * mask
+    total = p.sum(1, keepdim=True)
+    fallback = mask / mask.sum(1, keepdim=True).clamp_min(1)
+    return torch.where(total > 0, p / total.clamp_min(1e-30), fallback)
+
+
+def cc_terms(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-example −log Σ_{j∈S} p_j: the set as a whole must be likely."""
+    inside = logits.masked_fill(~mask.bool(), float("-inf"))
+    return torch.logsumexp(logits, 1) - torch.logsumexp(inside, 1)
+
+
+def multihot_mse_terms(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-example mean of (sigmoid(z_j) − [j ∈ S])²: the naive multi-label reading of a set."""
+    return ((torch.sigmoid(logits) - mask.float()) ** 2).mean(1)
+
+
+# ------------------------------------------------------------------ training
+
+
+@dataclass
+class TrainOptions:
+    loss: str = "proden"
+    head: str = "linear"
+    hidden: int = 256
+    dropout: float = 0.2
+    gold_weight: float = 3.0
+    confidence_weight: bool = True
+    partial_weight: float = 1.0
+    epochs: int = 200
+    lr: float = 0.01
+    weight_decay: float = 1e-3
+    patience: int = 50
+    holdout: float = 0.3
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise TrainError(f"unknown loss {self.loss!r} (expected one of {', '.join(LOSSES)})")
+        if self.head not in HEADS:
+            raise TrainError(f"unknown head {self.head!r} (expected one of {', '.join(HEADS)})")
+        if not 0.0 <= self.holdout < 1.0:
+            raise TrainError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.epochs < 1 or self.lr <= 0:
+            raise TrainError("epochs must be at least 1 and lr positive")
+
+
+def default_loss(data: Dataset) -> str:
+    """PRODEN when some notes can only train through their candidate sets, else cross-entropy."""
+    return "proden" if data.count("partial") else "ce"
+
+
+def split_holdout(data: Dataset, fraction: float, seed: int) -> list[int]:
+    """Rows of gold notes kept out of training for early stopping and model selection."""
+    gold = [i for i, r in enumerate(data.role) if r == "gold"]
+    if fraction <= 0 or len(gold) < 2:
+        return []
+    n = min(len(gold) - 1, max(1, round(fraction * len(gold))))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(gold, n, replace=False))
+
+
+@dataclass
+class EpochInfo:
+    epoch: int
+    loss: float
+    holdout_accuracy: float | None
+
+
+@dataclass
+class TrainResult:
+    classifier: "Classifier"
+    holdout_ids: list[str]
+    best_epoch: int
+    epochs_run: int
+    holdout_accuracy: float | None
+    rows_used: dict[str, int]
+    history: list[EpochInfo] = field(default_factory=list)
+
+
+def _objective_rows(data: Dataset, opts: TrainOptions, train_rows: np.ndarray) -> dict:
+    """Which training rows enter which term, and with what weight."""
+    role = np.asarray(data.role)
+    gold = train_rows[role[train_rows] == "gold"]
+    acc = train_rows[role[train_rows] == "accepted"]
+    part = train_rows[role[train_rows] == "partial"]
+    acc_w = data.confidence[acc] if opts.confidence_weight else np.ones(len(acc), np.float32)
+    if opts.loss == "gold":
+        return {"ce": gold, "ce_w": np.full(len(gold), opts.gold_weight, np.float32), "set": np.array([], int)}
+    if opts.loss == "mse":  # every note, gold as a one-hot set, the rest as its candidate set
+        rows = np.concatenate([gold, acc, part])
+        w = np.concatenate([np.full(len(gold), opts.gold_weight), np.full(len(acc) + len(part), 1.0)])
+        return {"ce": np.array([], int), "ce_w": np.zeros(0, np.float32), "set": rows, "set_w": w.astype(np.float32)}
+    ce = np.concatenate([gold, acc])
+    ce_w = np.concatenate([np.full(len(gold), opts.gold_weight, np.float32), acc_w]).astype(np.float32)
+    if opts.loss == "ce":
+        return {"ce": ce, "ce_w": ce_w, "set": np.array([], int)}
+    return {"ce": ce, "ce_w": ce_w, "set": part, "set_w": np.full(len(part), opts.partial_weight, np.float32)}
+
+
+def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
+          on_epoch: Callable[[EpochInfo], None] | None = None) -> TrainResult:
+    """Fit the head full-batch with Adam; keep the epoch best on held-out gold."""
+    opts.check()
+    C = data.n_classes
+    if C < 2:
+        raise TrainError(f"need at least 2 classes to train, found {C}")
+    holdout = split_holdout(data, opts.holdout, opts.seed)
+    held = set(holdout)
+    train_rows = np.array([i for i in range(len(data.ids)) if i not in held], int)
+    parts = _objective_rows(data, opts, train_rows)
+    if len(parts["ce"]) + len(parts["set"]) == 0:
+        raise TrainError(f"no training examples for loss {opts.loss!r} "
+                         f"({data.count('gold')} gold, {data.count('accepted')} accepted, {data.count('partial')} partial)")
+
+    mean = data.X.mean(0)
+    std = data.X.std(0) + 1e-6
+    X = torch.from_numpy(((data.X - mean) / std).astype(np.float32))
+    target = torch.from_numpy(data.target)
+    mask = torch.from_numpy(data.mask)
+    ce_rows = torch.from_numpy(parts["ce"].astype(np.int64))
+    ce_w = torch.from_numpy(parts["ce_w"])
+    set_rows = torch.from_numpy(parts["set"].astype(np.int64))
+    set_w = torch.from_numpy(parts.get("set_w", np.zeros(0, np.float32)))
+    weights = torch.from_numpy(data.init[parts["set"]]) if len(parts["set"]) else torch.zeros(0, C)
+    hold_rows = torch.tensor(holdout, dtype=torch.long)
+
+    threads = torch.get_num_threads()
+    # The matrices are tiny: one thread is faster than several fighting over shared cores.
+    torch.set_num_threads(1)
+    try:
+        head, history, best_epoch, epoch = _fit(X, target, mask, ce_rows, ce_w, set_rows, set_w, weights,
+                                                hold_rows, C, opts, on_epoch)
+    finally:
+        torch.set_num_threads(threads)
+    hold_acc = None
+    if holdout:
+        hold_acc = next(h.holdout_accuracy for h in history if h.epoch == best_epoch)
+    used = np.concatenate([parts["ce"], parts["set"]]).astype(int)
+    used_roles = Counter(data.role[i] for i in used)
+    rows_used = {
+        "gold": used_roles.get("gold", 0),
+        "gold_holdout": len(holdout),
+        "accepted": used_roles.get("accepted", 0),
+        "partial": used_roles.get("partial", 0),
+        "outside": data.outside,
+        "no_embedding": data.no_embedding,
+    }
+    clf = Classifier(
+        classes=list(data.classes.classes), head=head, mean=mean.astype(np.float32), std=std.astype(np.float32),
+        meta={
+            "head": {"kind": opts.head, "hidden": opts.hidden if opts.head == "mlp" else None,
+                     "dropout": opts.dropout if opts.head == "mlp" else None},
+            "encoder": encoder or {},
+            "options": asdict(opts),
+            "class_counts": data.classes.counts,
+            "class_source": data.classes.source,
+            "holdout_ids": [data.ids[i] for i in holdout],
+            "metrics": {"holdout_accuracy": hold_acc, "holdout_size": len(holdout), "best_epoch": best_epoch,
+                        "epochs_run": epoch, "rows": rows_used},
+        },
+    )
+    return TrainResult(clf, [data.ids[i] for i in holdout], best_epoch, epoch, hold_acc, rows_used, history)
+
+
+def _fit(X, target, mask, ce_rows, ce_w, set_rows, set_w, weights, hold_rows, C: int, opts: TrainOptions,
+         on_epoch: Callable[[EpochInfo], None] | None) -> tuple[nn.Sequential, list[EpochInfo], int, int]:
+    """The epoch loop: one full-batch Adam step, PRODEN re-weighting, held-out check, early stop."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        head = make_head(X.shape[1], C, opts.head, opts.hidden, opts.dropout)
+        optim = torch.optim.Adam(head.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+        n_terms = float(len(ce_rows) + len(set_rows))
+        best_key, best_state, best_epoch, since = None, None, 0, 0
+        history: list[EpochInfo] = []
+        epoch = 0
+        for epoch in range(1, opts.epochs + 1):
+            head.train()
+            optim.zero_grad()
+            logits = head(X)
+            total = logits.new_zeros(())
+            if len(ce_rows):
+                total = total + (ce_terms(logits[ce_rows], target[ce_rows]) * ce_w).sum()
+            if len(set_rows):
+                z, m = logits[set_rows], mask[set_rows]
+                if opts.loss == "proden":
+                    terms = proden_terms(z, weights)
+                elif opts.loss == "cc":
+                    terms = cc_terms(z, m)
+                else:
+                    terms = multihot_mse_terms(z, m)
+                total = total + (terms * set_w).sum()
+            # Normalise by the summed weights so the learning rate means the same at any size.
+            norm = float(ce_w.sum() + set_w.sum()) if n_terms else 1.0
+            loss = total / max(norm, 1e-12)
+            loss.backward()
+            optim.step()
+            head.eval()
+            with torch.no_grad():
+                z_all = head(X)
+                if opts.loss == "proden" and len(set_rows):
+                    weights = proden_update(z_all[set_rows], mask[set_rows])
+                acc = None
+                key = (float(epoch),)  # no held-out gold: the last epoch wins
+                if len(hold_rows):
+                    zh = z_all[hold_rows]
+                    acc = float((zh.argmax(1) == target[hold_rows]).float().mean())
+                    hl = float(ce_terms(zh, target[hold_rows]).mean())
+                    key = (acc, -hl)
+            info = EpochInfo(epoch, loss.item(), acc)
+            history.append(info)
+            if on_epoch is not None:
+                on_epoch(info)
+            if best_key is None or key > best_key:
+                best_key, best_epoch, since = key, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            else:
+                since += 1
+                if len(hold_rows) and since >= opts.patience:
+                    break
+        head.load_state_dict(best_state)
+        head.eval()
+    return head, history, best_epoch, epoch
+
+
+# ------------------------------------------------------------------ the saved model
+
+
+@dataclass
+class Classifier:
+    classes: list[str]
+    head: nn.Sequential
+    mean: np.ndarray
+    std: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, np.float32).reshape(-1, self.dim)
+        with torch.no_grad():
+            self.head.eval()
+            return self.head(torch.from_numpy((X - self.mean) / self.std)).numpy()
+
+    def predict_proba(self, X: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities; with a boolean `allowed` (n, C), renormalised over the allowed classes."""
+        z = self.logits(X).astype(np.float64)
+        if allowed is not None:
+            z = np.where(allowed, z, -np.inf)
+        z = z - z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()}
+        tensors["feature_mean"] = torch.from_numpy(self.mean.copy())
+        tensors["feature_std"] = torch.from_numpy(self.std.copy())
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(folder / WEIGHTS_FILE)
+        shapes = {k: list(v.shape) for k, v in tensors.items()}
+        meta = self.meta | {
+            "format": FORMAT_VERSION, "package": "disamb", "package_version": __version__,
+            "classes": self.classes, "feature_dim": self.dim, "tensors": shapes,
+        }
+        write_atomic(folder / META_FILE, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "Classifier":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelFileError(f"{folder}: not a model folder")
+        try:
+            meta = json.loads((folder / META_FILE).read_text("utf-8"))
+        except FileNotFoundError:
+            raise ModelFileError(f"{folder}: no {META_FILE} (not a disamb model folder)") from None
+        except (OSError, ValueError) as e:
+            raise ModelFileError(f"{folder / META_FILE}: unreadable ({e})") from None
+        try:
+            classes = [str(c) for c in meta["classes"]]
+            dim = int(meta["feature_dim"])
+            head_info = meta["head"]
+            if meta.get("format") != FORMAT_VERSION:
+                raise ModelFileError(f"{folder}: model format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{folder / META_FILE}: missing classes, feature_dim or head") from None
+        try:
+            tensors = load_file(str(folder / WEIGHTS_FILE))
+        except FileNotFoundError:
+            raise ModelFileError(f"{folder}: no {WEIGHTS_FILE}") from None
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelFileError(f"{folder / WEIGHTS_FILE}: unreadable ({e})") from None
+        try:
+            head = make_head(dim, len(classes), head_info.get("kind", "linear"), head_info.get("hidden") or 256,
+                             head_info.get("dropout") or 0.0)
+            state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+            head.load_state_dict(state, strict=True)
+            mean, std = tensors["feature_mean"].numpy(), tensors["feature_std"].numpy()
+        except (TrainError, KeyError, RuntimeError) as e:
+            raise ModelFileError(f"{folder}: weights do not match {META_FILE} ({str(e).splitlines()[0]})") from None
+        if mean.shape != (dim,) or std.shape != (dim,):
+            raise ModelFileError(f"{folder}: feature statistics do not have {dim} dimensions")
+        head.eval()
+        return cls(classes=classes, head=head, mean=mean, std=std, meta=meta)
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+def embed_notes(lm, notes: list[VoiceNote], clip_options, cache, on_done=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Pooled encoder embeddings by note id (cache hits after `disamb label`), and errors by id."""
+    from .clips import run_clips
+
+    outcomes = run_clips(lm, notes, clip_options, cache, on_done=on_done)
+    embs, errors = {}, {}
+    for note in notes:
+        oc = outcomes.get(note.id)
+        if oc is not None and oc.result is not None and oc.result.embedding is not None:
+            embs[note.id] = np.asarray(oc.result.embedding, np.float32)
+        else:
+            errors[note.id] = (oc.error if oc is not None else None) or "no embedding"
+    return embs, errors
