@@ -237,8 +237,18 @@ def eval_(
     worst: int = typer.Option(10, "--worst", min=0, help="How many confident mistakes to list."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write PNG plots and index.html into this folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the evaluation as one JSON object on stdout."),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="Also evaluate this classifier folder (from disamb train) on gold."),
+    recordings: Optional[Path] = typer.Option(None, "--recordings", help="Folder of the audio files (needed with --model)."),
+    cv: Optional[int] = typer.Option(None, "--cv", min=2, max=50, help="With --model: K-fold retraining on gold instead of the model's held-out notes."),
+    device: str = typer.Option("auto", "--device", help="With --model: auto, cpu or cuda."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Measure labels on the gold subset: accuracy, precision/coverage, calibration, WER, worst mistakes."""
+    """Measure labels on the gold subset: accuracy, precision/coverage, calibration, WER, worst mistakes.
+
+    With --model, also a trained classifier: accuracy, top-3, per-class precision/recall, confusion matrix.
+    """
     from .evaluate import EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
 
     try:
@@ -249,6 +259,12 @@ def eval_(
         fail(str(e))
     problems = read.problems + result["problems"]
     result["source"] = f"{labels}" + (f" with gold from {gold}" if gold else "")
+    if model_dir is not None:
+        result["classifier"], model_errors = _eval_model(
+            model_dir, recordings, read.records, gold_read, cv, device, cache_dir, no_cache, quiet or as_json)
+        problems += model_errors
+    elif recordings is not None or cv is not None:
+        fail("--recordings and --cv go with --model DIR")
     written = []
     if report is not None:
         try:
@@ -271,6 +287,47 @@ def eval_(
         if written:
             out.print(f"report: {report / 'index.html'}")
     raise typer.Exit(1 if (problems or unmatched) else 0)
+
+
+def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_cache, quiet) -> tuple[dict, list[str]]:
+    """`eval --model`: embeddings of the notes needed (cache hits after label/train), then the scores."""
+    from .audio import FfmpegMissingError, require_ffmpeg
+    from .cache import ClipCache, default_cache_dir
+    from .clips import ClipOptions
+    from .evaluate import EvalError, evaluate_classifier, model_notes
+    from .models import ModelError, load_model
+    from .train import Classifier, ModelFileError, embed_notes
+
+    if recordings is None or not recordings.is_dir():
+        fail(f"--model needs --recordings DIR, the folder of the audio files" + (f" ({recordings} is not a folder)" if recordings else ""))
+    try:
+        clf = Classifier.load(model_dir)
+        require_ffmpeg()
+    except (ModelFileError, FfmpegMissingError) as e:
+        fail(str(e))
+    encoder = clf.meta.get("encoder") or {}
+    notes, path_errors = model_notes(records, gold, recordings)
+    held = set(clf.meta.get("holdout_ids") or [])
+    wanted = notes if cv is not None else [n for n in notes if n.has_gold and n.id in held]
+    try:
+        lm = load_model(encoder.get("name") or "tiny.en", device)
+    except ModelError as e:
+        fail(str(e))
+    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+    options = ClipOptions(beam_size=encoder.get("beam_size"), audio_ctx=encoder.get("audio_ctx") or "full")
+    try:
+        with progress_bar(len(wanted), "embeddings", quiet) as advance:
+            embs, clip_errors = embed_notes(lm, wanted, options, cache, on_done=advance)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished clips are cached", soft_wrap=True)
+        raise typer.Exit(130)
+    try:
+        scored = evaluate_classifier(clf, notes, embs, records, cv=cv)
+    except EvalError as e:
+        fail(f"{model_dir}: {e}")
+    scored["model_dir"] = str(model_dir)
+    errors = [f"{i}: {m}" for i, m in path_errors.items()] + [f"{i}: {m}" for i, m in clip_errors.items()]
+    return scored, errors
 
 
 def _epoch_progress(total: int, quiet: bool):
@@ -366,9 +423,6 @@ def train_command(
     class_set = build_classes(class_texts(read.notes, records), min_count, fixed,
                               source=str(classes) if classes is not None else "labels")
     data = build_dataset(read.notes, records, embs, class_set)
-    if len(class_set.classes) < 2:
-        hint = "" if fixed is not None else f" (labels seen {min_count}+ times; try a lower --min-count or --classes FILE)"
-        fail(f"{labels}: {len(class_set.classes)} classes, need at least 2{hint}")
     options = TrainOptions(
         loss=loss or default_loss(data), head=head, hidden=hidden, gold_weight=gold_weight,
         confidence_weight=confidence_weight, epochs=epochs, lr=lr, seed=seed, holdout=holdout,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -672,7 +672,30 @@ def sections(result: dict) -> list[Section]:
               _short(w["chosen"]), _short(w["true"]) + ("" if w["true_in_window"] else " (not in window)")]
              for w in result["worst"]],
         ))
+    if result.get("classifier"):
+        out += classifier_sections(result["classifier"])
     return out
+
+
+def classifier_sections(m: dict) -> list[Section]:
+    """Tables for a classifier evaluation (see evaluate_classifier)."""
+    rows = [
+        ["model", m.get("model_dir", "–")],
+        ["evaluated on", m["method"]],
+        ["accuracy", f"{m['accuracy']:.1%} ({m['correct']}/{m['n']}), 95% CI {_ci(m['ci95'])}"],
+        [f"top-{m['top_k']} accuracy", _pct(m["top_k_accuracy"])],
+        ["accuracy within the candidate window", _pct(m.get("window_accuracy"))],
+        ["classes", str(len(m["class_names"]))],
+        ["gold notes outside the class set / without embedding",
+         f"{m['gold_outside_classes']} / {m['gold_without_embedding']}"],
+    ]
+    per = [[_short(r["class"], 60), str(r["support"]), str(r["predicted"]), _pct(r["precision"]), _pct(r["recall"])]
+           for r in m["per_class"]]
+    return [
+        Section("Classifier on gold", ["what", "value"], rows),
+        Section("Per-class precision and recall", ["class", "gold", "predicted", "precision", "recall"], per,
+                note="classes that occur among the evaluated notes or their predictions"),
+    ]
 
 
 def _curve_samples(points: list[dict], wanted: Iterable[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> list[dict]:
@@ -722,15 +745,16 @@ def plot_risk_coverage(result: dict, path: Path) -> None:
     if rc:
         cov = [0.0] + [p["coverage"] for p in rc]
         acc = [rc[0]["accuracy"]] + [p["accuracy"] for p in rc]
-        ax.step(cov, acc, where="post", color="tab:blue", label="accuracy of the most confident")
+        ax.step(cov, acc, where="pre", color="tab:blue", label="accuracy of the most confident")
     thr = result["threshold"]["value"]
     for p in result["operating_points"]:
         if p["chosen"] and p["precision"] is not None:
             ax.plot([p["coverage"]], [p["precision"]], "o", color="tab:red", label=f"chosen threshold {thr:.3g}")
     if result["accuracy"]:
         ax.axhline(result["accuracy"]["value"], color="grey", ls="--", lw=1, label="overall accuracy (in window)")
+    low = min([p["accuracy"] for p in rc] + ([result["accuracy"]["value"]] if result["accuracy"] else []), default=0.0)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(max(0.0, math.floor((low - 0.05) * 10) / 10), 1.02)  # zoom: the interesting part is near the top
     ax.set_xlabel("coverage (share of gold notes accepted)")
     ax.set_ylabel("accuracy of accepted")
     ax.set_title("Risk–coverage on gold")
@@ -752,7 +776,7 @@ def plot_reliability(result: dict, path: Path) -> None:
         ax.bar([r["lo"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge",
                edgecolor="black", color="tab:blue", alpha=0.7, label="accuracy in bin")
         ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color="tab:red",
-                ms=4, label="mean confidence in bin")
+                ms=4, label="(mean confidence, accuracy) of bin")
         for r in rows:
             ax.annotate(str(r["count"]), (r["lo"] + width / 2, min(r["accuracy"] + 0.02, 0.98)), ha="center", fontsize=7)
         ax.set_title(f"Reliability (ECE {cal['ece']:.3f}, n={cal['n']})")
@@ -785,6 +809,34 @@ def plot_confidence_histogram(result: dict, path: Path) -> None:
     ax.set_ylabel("gold notes")
     ax.set_title("Confidence of labelled gold notes")
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(model: dict, path: Path, max_labels: int = 40) -> None:
+    """Confusion matrix over the classes that occur (true or predicted) among the scored notes."""
+    plt = _pyplot()
+    cm = np.asarray(model["confusion"], int)
+    used = np.flatnonzero(cm.sum(0) + cm.sum(1))
+    cm = cm[np.ix_(used, used)]
+    names = [_short(model["class_names"][i], 28) for i in used]
+    size = min(14.0, 3.5 + 0.28 * len(used))
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if len(used) <= max_labels:
+        ax.set_xticks(range(len(used)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(used)), names, fontsize=7)
+        if len(used) <= 25:
+            for i in range(len(used)):
+                for j in range(len(used)):
+                    if cm[i, j]:
+                        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Classifier confusion matrix (n={model['n']}, accuracy {model['accuracy']:.1%})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -851,7 +903,177 @@ def write_report(result: dict, out_dir: Path, title: str = "disamb eval") -> lis
         fn(result, out_dir / name)
         written.append(out_dir / name)
         images.append((name, caption))
+    if result.get("classifier"):
+        plot_confusion(result["classifier"], out_dir / "confusion.png")
+        written.append(out_dir / "confusion.png")
+        images.append(("confusion.png", "Classifier confusion matrix"))
     page = out_dir / "index.html"
     page.write_text(html_page(title, sections(result), images, result.get("source", "")), encoding="utf-8")
     written.append(page)
     return written
+
+
+# ---------------------------------------------------------------- a trained classifier on gold
+
+
+class ModelEvalError(EvalError):
+    """The classifier cannot be evaluated on this gold (no held-out gold, too few notes for --cv)."""
+
+
+def classification_metrics(true: Sequence[int], proba: np.ndarray, classes: list[str], top_k: int = 3) -> dict:
+    """Accuracy (Wilson interval), top-k accuracy, per-class precision/recall and the confusion matrix.
+
+    `proba` is (n, C); rows of the confusion matrix are true classes, columns predictions.
+    """
+    y = np.asarray(true, int).reshape(-1)
+    p = np.asarray(proba, float).reshape(len(y), len(classes)) if len(y) else np.zeros((0, len(classes)))
+    if len(y) == 0:
+        raise ValueError("no notes to score")
+    pred = p.argmax(1)
+    right = int((pred == y).sum())
+    k = min(top_k, len(classes))
+    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    in_top = int((top == y[:, None]).any(1).sum())
+    C = len(classes)
+    confusion = np.zeros((C, C), int)
+    np.add.at(confusion, (y, pred), 1)
+    per_class = []
+    for c in range(C):
+        support, predicted, hit = int(confusion[c].sum()), int(confusion[:, c].sum()), int(confusion[c, c])
+        if support == 0 and predicted == 0:
+            continue
+        per_class.append({
+            "class": classes[c], "support": support, "predicted": predicted, "correct": hit,
+            "precision": hit / predicted if predicted else None,
+            "recall": hit / support if support else None,
+        })
+    per_class.sort(key=lambda r: (-r["support"], r["class"]))
+    return {
+        "n": len(y),
+        "correct": right,
+        "accuracy": right / len(y),
+        "ci95": list(wilson_interval(right, len(y))),
+        "top_k": k,
+        "top_k_accuracy": in_top / len(y),
+        "per_class": per_class,
+        "class_names": list(classes),
+        "confusion": confusion.tolist(),
+    }
+
+
+def model_notes(records: list[dict], gold: GoldRead | None, recordings: Path) -> tuple[list, dict[str, str]]:
+    """VoiceNotes rebuilt from labels.jsonl records (gold from `gold` first), for embedding and
+    retraining; notes whose audio path cannot be used are returned as errors by id."""
+    from .chats import AudioPathError, Candidate, VoiceNote, resolve_audio
+
+    notes, errors = [], {}
+    for rec in records:
+        cands = _candidates(rec)
+        truth = None
+        if gold and rec["id"] in gold.entries:
+            got = _truth_from_entry(gold.entries[rec["id"]], cands)
+            truth = None if isinstance(got, str) else got
+        if truth is None:
+            truth = _truth_from_record(rec, cands)
+        file = rec.get("file") if isinstance(rec.get("file"), str) else ""
+        try:
+            audio = resolve_audio(Path(recordings), file)
+        except AudioPathError as e:
+            errors[rec["id"]] = str(e)
+            continue
+        note = VoiceNote(id=rec["id"], file=file, audio=audio, candidates=[Candidate(i, t) for i, t in cands])
+        if truth is not None:
+            note.gold_in_window = truth.in_window
+            note.gold_label_id = truth.label_id
+            note.gold_text = truth.text or truth.spoken
+        notes.append(note)
+    return notes, errors
+
+
+def _class_of(note, index: dict[str, int]) -> int | None:
+    from .train import gold_text
+
+    g = gold_text(note)
+    return None if g is None else index.get(normalize(g))
+
+
+def _window_mask(notes: list, index: dict[str, int], C: int) -> np.ndarray:
+    """(n, C): the classes among each note's candidates; all classes where none is known."""
+    m = np.zeros((len(notes), C), bool)
+    for r, note in enumerate(notes):
+        for c in note.candidates:
+            k = index.get(normalize(c.text))
+            if k is not None:
+                m[r, k] = True
+    m[~m.any(1)] = True
+    return m
+
+
+def evaluate_classifier(
+    clf,
+    notes: list,
+    embeddings: dict[str, np.ndarray],
+    records: list[dict],
+    cv: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Score a trained classifier (disamb.train.Classifier) on gold notes it did not train on.
+
+    Without `cv`: the gold notes the model held out (ids in its JSON). With `cv` = K: the
+    gold notes in the class set are split in K folds and a head is retrained K times with
+    the model's own options on everything except one fold (the fold's notes are dropped
+    entirely, not merely their gold), then scored on that fold. Predictions range over
+    all classes; `window_accuracy` restricts them to the note's candidate classes.
+    """
+    from .match import fold_ids
+    from .train import TrainError, TrainOptions, build_classes, build_dataset, train
+
+    index = {c: i for i, c in enumerate(clf.classes)}
+    gold = [n for n in notes if n.has_gold]
+    scorable = [n for n in gold if n.id in embeddings and _class_of(n, index) is not None]
+    info = {
+        "classes": len(clf.classes),
+        "gold_notes": len(gold),
+        "gold_outside_classes": sum(1 for n in gold if _class_of(n, index) is None),
+        "gold_without_embedding": sum(1 for n in gold if n.id not in embeddings),
+    }
+    if cv is None:
+        held = set(clf.meta.get("holdout_ids") or [])
+        test = [n for n in scorable if n.id in held]
+        if not test:
+            raise ModelEvalError(
+                f"the model holds out no gold note that is here ({len(held)} held-out ids in its JSON); "
+                "use --cv K to retrain K times on the rest")
+        X = np.stack([embeddings[n.id] for n in test])
+        proba = clf.predict_proba(X)
+        window = clf.predict_proba(X, _window_mask(test, index, len(clf.classes)))
+        y = [_class_of(n, index) for n in test]
+        method = f"held-out gold recorded in the model ({len(test)} notes)"
+    else:
+        if cv < 2 or len(scorable) < cv:
+            raise ModelEvalError(f"--cv {cv} needs at least {max(cv, 2)} gold notes in the class set, found {len(scorable)}")
+        known = {f.name for f in fields(TrainOptions)}
+        opts = TrainOptions(**{k: v for k, v in (clf.meta.get("options") or {}).items() if k in known})
+        by_id = {r["id"]: r for r in records}
+        folds = fold_ids(len(scorable), cv, seed)
+        test, y, parts, wparts = [], [], [], []
+        for k in range(cv):
+            fold = [n for j, n in enumerate(scorable) if folds[j] == k]
+            out = {n.id for n in fold}
+            train_notes = [n for n in notes if n.id not in out]
+            classes = build_classes([], fixed=list(clf.classes), source="model")
+            data = build_dataset(train_notes, by_id, embeddings, classes)
+            try:
+                fitted = train(data, opts, clf.meta.get("encoder")).classifier
+            except TrainError as e:
+                raise ModelEvalError(f"fold {k + 1} of {cv}: {e}") from None
+            X = np.stack([embeddings[n.id] for n in fold])
+            parts.append(fitted.predict_proba(X))
+            wparts.append(fitted.predict_proba(X, _window_mask(fold, index, len(clf.classes))))
+            test += fold
+            y += [_class_of(n, index) for n in fold]
+        proba, window = np.concatenate(parts), np.concatenate(wparts)
+        method = f"{cv}-fold cross-validation on {len(test)} gold notes (retrained with the model's options)"
+    result = classification_metrics(y, proba, list(clf.classes))
+    result["window_accuracy"] = float((window.argmax(1) == np.asarray(y)).mean())
+    return info | {"method": method, "ids": [n.id for n in test]} | result

@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from disamb.cli import app
+from disamb.textsim import normalize
 from disamb.evaluate import (
+    ModelEvalError,
     NoGoldError,
+    classification_metrics,
+    evaluate_classifier,
     evaluate_labels,
     expected_calibration_error,
     read_gold,
@@ -22,6 +26,7 @@ from disamb.evaluate import (
     risk_coverage,
     transcript_error_rates,
     wilson_interval,
+    write_report,
 )
 
 runner = CliRunner()
@@ -288,3 +293,85 @@ def test_cli_unreadable_inputs_exit_2(tmp_path):
     r = runner.invoke(app, ["eval", str(write_jsonl(tmp_path / "l2.jsonl", [record("x", TEXTS, 0, 0.9, True)])),
                             "--gold", str(truth)])
     assert r.exit_code == 2 and "none of the 1 gold ids" in r.stderr
+
+
+# ---------------------------------------------------------------- a trained classifier
+
+
+def test_classification_metrics_hand_example():
+    proba = [[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3]]
+    m = classification_metrics([0, 0, 1, 2], proba, ["a", "b", "c"], top_k=2)
+    assert (m["correct"], m["n"], m["accuracy"]) == (2, 4, 0.5)
+    assert m["top_k_accuracy"] == 0.75  # row 1 has its truth third
+    assert m["confusion"] == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    per = {r["class"]: r for r in m["per_class"]}
+    assert (per["a"]["precision"], per["a"]["recall"]) == (0.5, 0.5)
+    assert (per["b"]["precision"], per["b"]["recall"]) == (0.5, 1.0)
+    assert (per["c"]["precision"], per["c"]["recall"]) == (None, 0.0)
+    assert m["ci95"] == pytest.approx(list(wilson_direct(2, 4)))
+
+
+PHRASES = ["see you at five", "call me later", "bin day is tuesday"]
+
+
+def classifier_setup(tmp_path, holdout=0.3):
+    """30 gold notes whose fake embeddings cluster by phrase, with every phrase as a candidate."""
+    import numpy as np
+
+    pytest.importorskip("disamb.train")  # the classifier module lands separately
+    from disamb.chats import Candidate, VoiceNote
+    from disamb.train import TrainOptions, build_classes, build_dataset, train
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 3
+    notes, records, embs = [], [], {}
+    for i in range(30):
+        k = i % 3
+        nid = f"n{i:02d}"
+        cands = [Candidate(f"{nid}c{j}", t) for j, t in enumerate(PHRASES)]
+        notes.append(VoiceNote(id=nid, file=f"{nid}.wav", audio=tmp_path / f"{nid}.wav", candidates=cands,
+                               gold_label_id=cands[k].id, gold_text=PHRASES[k], gold_in_window=True))
+        records.append({"id": nid, "candidates": [{"id": c.id, "text": c.text} for c in cands],
+                        "label_id": cands[k].id, "label": PHRASES[k], "confidence": 0.9, "accepted": True})
+        embs[nid] = (centres[k] + rng.normal(size=8) * (0.3 if i != 4 else 6.0)).astype(np.float32)
+    classes = build_classes(PHRASES, min_count=1)
+    clf = train(build_dataset(notes, {r["id"]: r for r in records}, embs, classes),
+                TrainOptions(loss="ce", holdout=holdout, epochs=60, patience=20)).classifier
+    return clf, notes, records, embs
+
+
+def test_evaluate_classifier_held_out_and_cv(tmp_path):
+    import numpy as np
+
+    clf, notes, records, embs = classifier_setup(tmp_path)
+    held = clf.meta["holdout_ids"]
+    m = evaluate_classifier(clf, notes, embs, records)
+    assert sorted(m["ids"]) == sorted(held) and m["n"] == len(held) == 9
+    X = np.stack([embs[i] for i in m["ids"]])
+    truth = [normalize([n for n in notes if n.id == i][0].gold_text) for i in m["ids"]]  # classes are normalised
+    direct = np.mean([clf.classes[j] == t for j, t in zip(clf.predict_proba(X).argmax(1), truth)])
+    assert m["accuracy"] == pytest.approx(direct)
+    assert m["top_k_accuracy"] == 1.0  # three classes: the truth is always in the top 3
+
+    cv = evaluate_classifier(clf, notes, embs, records, cv=3)
+    assert sorted(cv["ids"]) == sorted(n.id for n in notes)  # every gold note scored once
+    assert cv["accuracy"] >= 0.9 and "3-fold" in cv["method"]
+    with pytest.raises(ModelEvalError):
+        evaluate_classifier(clf, notes[:2], embs, records, cv=3)
+
+
+def test_evaluate_classifier_without_holdout_asks_for_cv(tmp_path):
+    clf, notes, records, embs = classifier_setup(tmp_path, holdout=0.0)
+    with pytest.raises(ModelEvalError, match="--cv"):
+        evaluate_classifier(clf, notes, embs, records)
+
+
+def test_report_with_classifier_has_confusion_plot(tmp_path):
+    clf, notes, records, embs = classifier_setup(tmp_path)
+    res = evaluate_labels(sample_records())
+    res["classifier"] = evaluate_classifier(clf, notes, embs, records) | {"model_dir": "m<1>"}
+    files = write_report(res, tmp_path / "rep")
+    assert (tmp_path / "rep" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    page = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
+    assert "Per-class precision and recall" in page and "m&lt;1&gt;" in page and len(files) == 5
+    json.dumps(res)
