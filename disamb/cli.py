@@ -619,6 +619,13 @@ def review(
     except OSError as e:
         fail(f"cannot listen on {address}:{port} ({e.strerror or e})")
     stats = session.stats()
+    unplayable = session.unplayable()
+    if unplayable:
+        err.print(
+            f"warning: {len(unplayable)} of {stats['total']} notes have no playable audio in {recordings} "
+            f"(first: {unplayable[0]}); is it the folder given to disamb label?",
+            soft_wrap=True,
+        )
     out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
     out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
     try:
@@ -714,6 +721,13 @@ def review(
     except OSError as e:
         fail(f"cannot listen on {address}:{port} ({e.strerror or e})")
     stats = session.stats()
+    unplayable = session.unplayable()
+    if unplayable:
+        err.print(
+            f"warning: {len(unplayable)} of {stats['total']} notes have no playable audio in {recordings} "
+            f"(first: {unplayable[0]}); is it the folder given to disamb label?",
+            soft_wrap=True,
+        )
     out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
     out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
     try:

@@ -354,6 +354,17 @@ class Session:
         it = self._by_id()[note_id]
         return resolve_audio(self.recordings, it.file)
 
+    def unplayable(self) -> list[str]:
+        """Ids of reviewable notes whose audio cannot be served (missing or outside
+        the folder): usually the wrong recordings folder was given."""
+        bad = []
+        for it in self.reviewable():
+            try:
+                resolve_audio(self.recordings, it.file)
+            except AudioPathError:
+                bad.append(it.id)
+        return bad
+
     def answer(self, note_id: str, label_id: str | None) -> Answer:
         it = self._by_id().get(note_id)
         if it is None:

@@ -423,3 +423,8 @@ def test_cli_refuses_bad_input_with_a_one_line_message(data, tmp_path):
     assert r.exit_code == 2 and "bad.jsonl:1" in r.output
     with pytest.raises(LabelsFileError):
         Session.open(data["recordings"], tmp_path / "absent.jsonl")
+
+
+def test_notes_without_playable_audio_are_reported(data):
+    session = Session.open(data["recordings"], data["labels"])
+    assert sorted(session.unplayable()) == ["escape", "linked", "missing"]
