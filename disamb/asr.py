@@ -155,8 +155,19 @@ def _decode(lm: LoadedModel, feats: torch.Tensor, budget: int, beam_size: int | 
 def candidate_tokens(lm: LoadedModel, text: str) -> list[int]:
     """Tokens of a rendering as Whisper would emit them: leading space, cut to fit the context."""
     toks = lm.tokenizer.encode(" " + text.strip())
-    room = lm.model.dims.n_text_ctx - len(lm.tokenizer.sot_sequence_including_notimestamps) - 1
-    return toks[:room]
+    return toks[: _text_room(lm)]
+
+
+def _text_room(lm: LoadedModel) -> int:
+    return lm.model.dims.n_text_ctx - len(lm.tokenizer.sot_sequence_including_notimestamps) - 1
+
+
+def is_truncated(lm: LoadedModel, text: str) -> bool:
+    """True when `candidate_tokens` cuts this rendering to fit Whisper's 448-token context."""
+    room = _text_room(lm)
+    spaced = " " + text.strip()
+    # a token covers at least one byte: short texts need no tokenizing
+    return len(spaced.encode("utf-8")) > room and len(lm.tokenizer.encode(spaced)) > room
 
 
 def score_candidates(

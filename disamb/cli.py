@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -52,11 +53,15 @@ def check_writable(path: Path) -> None:
     """Fail now, not after hours of work, when the output cannot be written."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        fail(f"{path}: output folder {folder} does not exist")
+        fail(f"{path}: output folder {folder} " + ("is not a folder" if folder.exists() else "does not exist"))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".disamb-write-test-", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
+        try:  # an empty file fits on a full disk; a few KiB of data do not
+            os.write(fd, b"\0" * 65536)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
     except OSError as e:
         fail(f"{path}: cannot write to {folder} ({e.strerror or e})")
     if path.exists() and path.is_dir():
@@ -124,8 +129,8 @@ def label(
     """Label every voice note with the chat message it says."""
     from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
-    from .clips import ClipOptions, run_clips, silence_scores, renderings_for
-    from .label import MatchOptions, label_notes, write_labels
+    from .clips import ClipOptions, StageTimes, run_clips, silence_scores, renderings_for
+    from .label import MatchOptions, label_notes, truncated_texts, write_labels
     from .match import MatcherError
     from .models import ModelError, load_model
     from .audio import FfmpegMissingError, require_ffmpeg
@@ -144,43 +149,60 @@ def label(
     if not read.notes:
         fail(f"{chats}: no voice notes to label ({len(read.errors)} lines skipped)")
 
+    stopped_by: list[int] = []
+
+    def on_sigterm(signum, frame) -> None:  # a kill (or a scheduler's timeout) stops us like Ctrl-C
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    times = StageTimes()
     try:
-        lm = load_model(model, device)
-    except ModelError as e:
-        fail(str(e))
-    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
-    options = ClipOptions(beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration)
-    try:
-        with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
-            outcomes = run_clips(lm, read.notes, options, cache, on_done=advance)
+        try:
+            lm = load_model(model, device)
+        except ModelError as e:
+            fail(str(e))
+        cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+        options = ClipOptions(beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration)
+        try:
+            with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
+                outcomes = run_clips(lm, read.notes, options, cache, on_done=advance, times=times)
+        except OSError as e:
+            fail(f"{cache.root}: cannot write the cache ({e.strerror or e}); use --cache-dir elsewhere or --no-cache")
         prior_memo: dict | None = None
         if prior:
             prior_memo = {}
             silence_scores(lm, [r for n in read.notes for r in renderings_for(n)], prior_memo)
+        try:
+            match_options = MatchOptions(
+                window=window, assign=assign, prior=prior, refit=refit, matcher=matcher_in,
+                min_confidence=min_confidence, target_precision=target_precision,
+                truncated=truncated_texts(lm, read.notes),
+            )
+            records, summary, matcher_used = label_notes(read.notes, outcomes, match_options, prior_memo)
+        except MatcherError as e:
+            fail(f"{matcher_in}: {e}")
+        summary.skipped_lines = len(read.errors)
+        summary.short_windows = read.n_short_windows
+        try:
+            write_labels(output, records)
+            if save_matcher is not None:
+                matcher_used.save(save_matcher)
+        except OSError as e:
+            fail(f"{e.filename or output}: cannot write ({e.strerror or e}); the per-clip cache keeps the work, rerun to finish")
     except KeyboardInterrupt:
+        what = "SIGTERM" if stopped_by else "interrupted"
         err.print(
-            f"interrupted: {output} left as it was; {cache.misses + cache.hits} clips done are cached, rerun to resume",
+            f"{what}: stopped; previous output {output} is intact (nothing partial written); "
+            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume",
             soft_wrap=True,
         )
-        raise typer.Exit(130)
-
-    try:
-        match_options = MatchOptions(
-            window=window, assign=assign, prior=prior, refit=refit, matcher=matcher_in,
-            min_confidence=min_confidence, target_precision=target_precision,
-        )
-        records, summary, matcher_used = label_notes(read.notes, outcomes, match_options, prior_memo)
-    except MatcherError as e:
-        fail(f"{matcher_in}: {e}")
-    summary.skipped_lines = len(read.errors)
-    summary.short_windows = read.n_short_windows
-    write_labels(output, records)
-    if save_matcher is not None:
-        matcher_used.save(save_matcher)
+        raise typer.Exit(143 if stopped_by else 130)
     for r in records:
         if r.get("error"):
             err.print(f"[yellow]not labelled[/yellow] {chats}:{_line_of(read.notes, r['id'])}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
-    data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device)}
+    data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device),
+                                "clips_computed": times.clips_computed, "clips_cached": times.clips_cached}
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:

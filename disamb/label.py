@@ -30,6 +30,7 @@ class MatchOptions:
     target_precision: float | None = None
     folds: int = 5
     seed: int = 0
+    truncated: frozenset[str] = frozenset()  # candidate texts cut to fit the decoder context
 
 
 DEFAULT_MIN_CONFIDENCE = 0.9
@@ -92,6 +93,21 @@ def candidate_features(
     return np.asarray(rows, float).reshape(len(rows), len(match.FEATURES)), dicts
 
 
+NO_SPEECH_PROB = 0.6  # Whisper's own no_speech_threshold ...
+NO_SPEECH_LOGPROB = -1.0  # ... together with its logprob_threshold
+NO_SPEECH_SURE = 0.9  # this sure of no speech, a fluent transcript is the usual "you" hallucination
+
+
+def no_speech_reason(clip: ClipResult) -> str | None:
+    """Why the clip holds no speech to match, or None when it does (Whisper's silence rule)."""
+    p, lp = clip.no_speech_prob, clip.avg_logprob
+    if p is None or lp is None:
+        return None
+    if (p > NO_SPEECH_PROB and lp < NO_SPEECH_LOGPROB) or p > NO_SPEECH_SURE:
+        return f"no speech detected (no_speech_prob {p:.2f}, avg_logprob {lp:.2f})"
+    return None
+
+
 @dataclass
 class _Scored:
     note: VoiceNote
@@ -113,6 +129,10 @@ def label_notes(
         oc = outcomes.get(note.id)
         if oc is None or oc.result is None:
             scored.append(_Scored(note, None, [], None, oc.error if oc else "not processed"))
+            continue
+        silent = no_speech_reason(oc.result)
+        if silent:  # silence, noise or music: every candidate would get a confident but meaningless label
+            scored.append(_Scored(note, None, [], oc.result, silent))
             continue
         X, feats = candidate_features(note, oc.result, prior, options.window)
         scored.append(_Scored(note, X, feats, oc.result, None))
@@ -141,6 +161,10 @@ def label_notes(
     for s in scored:
         k = by_id.get(id(s))
         records.append(_record(s, None if k is None else (probs[k], decisions[k], confidences[k]), summary))
+    for rec in records:  # scored on a cut text: say so, the text itself stays whole
+        for c in rec["candidates"]:
+            if c["text"] in options.truncated:
+                c["truncated"] = True
     _gold_summary(records, notes, summary)
     summary.matcher = matcher.source
     matcher.platt = platt
@@ -258,6 +282,14 @@ def _gold_summary(records: list[dict], notes: list[VoiceNote], summary: Summary)
         summary.gold_accuracy = summary.gold_correct / summary.gold_in_window
     if summary.notes:
         summary.coverage = summary.accepted / summary.notes
+
+
+def truncated_texts(lm, notes: list[VoiceNote]) -> frozenset[str]:
+    """Candidate texts with a spoken rendering longer than Whisper's context (scored cut short)."""
+    from .asr import is_truncated
+
+    texts = {c.text for n in notes for c in n.candidates}
+    return frozenset(t for t in texts if any(is_truncated(lm, r) for r in render_spoken(t)))
 
 
 def write_labels(path: Path, records: list[dict]) -> None:

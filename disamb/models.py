@@ -501,7 +501,10 @@ def _unpickler_reason(err: pickle.UnpicklingError) -> str:
     """The specific complaint inside torch's long weights-only error, on one short line."""
     text = str(err)
     text = text.split("WeightsUnpickler error:", 1)[-1].strip()
-    line = text.splitlines()[0] if text else type(err).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # newer torch (2.6+) opens with generic advice and names the blocked global further down
+    specific = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation"))]
+    line = (specific or lines or [type(err).__name__])[0]
     return line.split(" was not an allowed global")[0][:200]
 
 
