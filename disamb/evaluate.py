@@ -1029,17 +1029,17 @@ def evaluate_classifier(
     from .train import TrainError, TrainOptions, build_classes, build_dataset, train
 
     index = {c: i for i, c in enumerate(clf.classes)}
-    gold = [n for n in notes if n.has_gold]
+    held = set(clf.meta.get("holdout_ids") or [])
+    gold = [n for n in notes if n.has_gold and (cv is not None or n.id in held)]
     scorable = [n for n in gold if n.id in embeddings and _class_of(n, index) is not None]
-    info = {
+    info = {  # counts over the gold notes this evaluation could use
         "classes": len(clf.classes),
         "gold_notes": len(gold),
         "gold_outside_classes": sum(1 for n in gold if _class_of(n, index) is None),
         "gold_without_embedding": sum(1 for n in gold if n.id not in embeddings),
     }
     if cv is None:
-        held = set(clf.meta.get("holdout_ids") or [])
-        test = [n for n in scorable if n.id in held]
+        test = scorable
         if not test:
             raise ModelEvalError(
                 f"the model holds out no gold note that is here ({len(held)} held-out ids in its JSON); "
