@@ -283,7 +283,7 @@ SWAPS: dict[str, tuple[str, ...]] = {
     "late": ("early",), "early": ("late",), "keys": ("phone", "bag"), "wallet": ("phone",),
     "kids": ("dog",), "lunch": ("dinner",), "dinner": ("lunch",), "coffee": ("tea",),
     "call": ("text",), "text": ("call",), "home": ("work",), "work": ("home",),
-    "up": ("down",), "down": ("up",), "free": ("busy",), "busy": ("free",),
+    "free": ("busy",), "busy": ("free",),
 }
 TAILS = ("at the gym", "tomorrow", "too", "then", "after work", "again", "first", "instead",
          "ok?", "right?", "later")
