@@ -152,6 +152,20 @@ def _decode(lm: LoadedModel, feats: torch.Tensor, budget: int, beam_size: int | 
     return [Transcript(r.text.strip(), float(r.avg_logprob), float(r.no_speech_prob)) for r in out]
 
 
+def no_speech_probs(lm: LoadedModel, encoded: list[Encoded]) -> list[float]:
+    """Whisper's probability of "no speech" for each clip: one decoder step at the
+    start-of-transcript token, as openai-whisper computes it while decoding."""
+    if not encoded:
+        return []
+    out = []
+    tok = lm.tokenizer
+    sot = torch.tensor([[tok.sot]], device=lm.device)
+    for e in encoded:
+        logits = lm.model.decoder(sot, e.features[None].to(lm.dtype))
+        out.append(float(logits[0, 0].float().softmax(-1)[tok.no_speech]))
+    return out
+
+
 def candidate_tokens(lm: LoadedModel, text: str) -> list[int]:
     """Tokens of a rendering as Whisper would emit them: leading space, cut to fit the context."""
     toks = lm.tokenizer.encode(" " + text.strip())

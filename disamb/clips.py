@@ -32,6 +32,8 @@ class ClipOptions:
     audio_ctx: str = "full"  # "full", "auto" or a frame count
     max_duration: float = 120.0
     decode_workers: int = 2
+    mode: str = "full"  # "full": transcribe every clip; "score": only where the likelihood is unsure
+    sure: float = 0.99  # score mode: top candidate's likelihood softmax at least this skips transcription
 
     def cache_tag(self) -> str:
         # Everything that changes a transcript, an embedding or a likelihood.
@@ -49,6 +51,7 @@ class StageTimes:
     cache_io: float = 0.0
     clips_computed: int = 0
     clips_cached: int = 0
+    transcripts_skipped: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -67,6 +70,24 @@ def renderings_for(note: VoiceNote) -> list[str]:
         for r in render_spoken(cand.text):
             seen.setdefault(r)
     return list(seen)
+
+
+def best_candidate_scores(note: VoiceNote, scores: dict[str, tuple[float, int]]) -> list[float]:
+    """Each candidate's best summed log-likelihood over its spoken renderings."""
+    out = []
+    for cand in note.candidates:
+        vals = [scores[r][0] for r in render_spoken(cand.text) if r in scores]
+        out.append(max(vals) if vals else -1e9)
+    return out
+
+
+def _sure(note: VoiceNote, scores: dict[str, tuple[float, int]], level: float) -> bool:
+    """True when the likelihood alone already puts `level` of the mass on one candidate."""
+    best = np.asarray(best_candidate_scores(note, scores))
+    if best.size == 0:
+        return False
+    p = np.exp(best - best.max())
+    return bool(p.max() / p.sum() >= level)
 
 
 @dataclass
@@ -100,7 +121,7 @@ def run_clips(
         if prep.error is not None:
             outcomes[prep.note.id] = ClipOutcome(prep.note.id, None, prep.error)
             _tick(on_done)
-        elif prep.cached is not None and not _missing(prep.cached, prep.wanted):
+        elif prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
             outcomes[prep.note.id] = ClipOutcome(prep.note.id, prep.cached)
             times.clips_cached += 1
             _tick(on_done)
@@ -119,8 +140,10 @@ def _tick(on_done: Callable[[int], None] | None, n: int = 1) -> None:
         on_done(n)
 
 
-def _missing(result: ClipResult, wanted: list[str]) -> bool:
-    return result.transcript is None or result.embedding is None or any(w not in result.scores for w in wanted)
+def _missing(result: ClipResult, wanted: list[str], mode: str = "full") -> bool:
+    if result.transcript is None and mode == "full":
+        return True
+    return result.embedding is None or any(w not in result.scores for w in wanted)
 
 
 def _prepare(
@@ -140,7 +163,7 @@ def _prepare(
         prep.cached = cache.get(prep.key)
         t1 = time.perf_counter()
         times.cache_io += t1 - t0
-        if prep.cached is not None and not _missing(prep.cached, prep.wanted):
+        if prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
             return prep
         prep.decoded = decode(Path(note.audio), options.max_duration)
         times.decode += time.perf_counter() - t1
@@ -179,21 +202,35 @@ def _compute(
         t0 = time.perf_counter()
         encoded = asr.encode(lm, audios, options.audio_ctx)
         t1 = time.perf_counter()
-        transcripts = asr.transcribe(lm, encoded, seconds, options.beam_size)
-        t2 = time.perf_counter()
         scores = asr.score_candidates(lm, encoded, [p.wanted for p in batch])
+        t2 = time.perf_counter()
+        todo = list(range(len(batch)))
+        if options.mode == "score":
+            todo = [i for i, p in enumerate(batch) if not _sure(p.note, dict(zip(p.wanted, scores[i])), options.sure)]
+        transcripts: list[asr.Transcript | None] = [None] * len(batch)
+        if todo:
+            done = asr.transcribe(lm, [encoded[i] for i in todo], [seconds[i] for i in todo], options.beam_size)
+            for i, tr in zip(todo, done):
+                transcripts[i] = tr
+        skipped = [i for i in range(len(batch)) if transcripts[i] is None]
+        no_speech = asr.no_speech_probs(lm, [encoded[i] for i in skipped]) if skipped else []
         t3 = time.perf_counter()
         embs = asr.embeddings(encoded)
     times.encoder += t1 - t0
-    times.transcribe += t2 - t1
-    times.likelihood += t3 - t2
+    times.likelihood += t2 - t1
+    times.transcribe += t3 - t2
+    times.transcripts_skipped += len(skipped)
     t4 = time.perf_counter()
-    for p, sec, tr, sc, emb in zip(batch, seconds, transcripts, scores, embs):
+    no_speech_of = dict(zip(skipped, no_speech))
+    for i, (p, sec, tr, sc, emb) in enumerate(zip(batch, seconds, transcripts, scores, embs)):
         result = p.cached or ClipResult(seconds=sec)
         result.seconds = sec
-        result.transcript = tr.text
-        result.avg_logprob = tr.avg_logprob
-        result.no_speech_prob = tr.no_speech_prob
+        if tr is not None:
+            result.transcript = tr.text
+            result.avg_logprob = tr.avg_logprob
+            result.no_speech_prob = tr.no_speech_prob
+        elif result.transcript is None:
+            result.no_speech_prob = float(no_speech_of[i])
         result.embedding = np.asarray(emb, np.float32)
         result.scores.update(zip(p.wanted, sc))
         if p.key is not None:

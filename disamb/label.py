@@ -66,7 +66,11 @@ def candidate_features(
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
     """One row of match.FEATURES per candidate, plus the same as dicts for the output."""
     rows, dicts = [], []
-    transcript = clip.transcript or ""
+    transcript = clip.transcript
+    if transcript is None:
+        # --mode score skipped transcription because the likelihood was sure: compare
+        # against the rendering Whisper found most likely instead.
+        transcript = max(clip.scores.items(), key=lambda kv: kv[1][0], default=("", (0.0, 0)))[0]
     for j, cand in enumerate(note.candidates):
         best = None
         for r in render_spoken(cand.text):
