@@ -581,10 +581,16 @@ class Classifier:
 
 
 def embed_notes(lm, notes: list[VoiceNote], clip_options, cache, on_done=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Pooled encoder embeddings by note id (cache hits after `disamb label`), and errors by id."""
+    """Pooled encoder embeddings by note id (cache hits after `disamb label`), and errors by id.
+
+    Runs the clip stage in score mode: a cached clip without a transcript (labelled with
+    `--mode score`) still has its embedding, and a new clip is transcribed only when needed.
+    """
+    from dataclasses import replace
+
     from .clips import run_clips
 
-    outcomes = run_clips(lm, notes, clip_options, cache, on_done=on_done)
+    outcomes = run_clips(lm, notes, replace(clip_options, mode="score"), cache, on_done=on_done)
     embs, errors = {}, {}
     for note in notes:
         oc = outcomes.get(note.id)
