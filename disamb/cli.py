@@ -445,6 +445,9 @@ def train_command(
     class_set = build_classes(class_texts(read.notes, records), min_count, fixed,
                               source=str(classes) if classes is not None else "labels")
     data = build_dataset(read.notes, records, embs, class_set)
+    if len(class_set.classes) < 2:
+        hint = "" if fixed is not None else f" (labels seen {min_count}+ times; try a lower --min-count or --classes FILE)"
+        fail(f"{labels}: {len(class_set.classes)} classes, need at least 2{hint}")
     options = TrainOptions(
         loss=loss or default_loss(data), head=head, hidden=hidden, gold_weight=gold_weight,
         confidence_weight=confidence_weight, epochs=epochs, lr=lr, seed=seed, holdout=holdout,
