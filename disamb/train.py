@@ -154,8 +154,13 @@ def gold_text(note: VoiceNote) -> str | None:
     return None
 
 
-def class_texts(notes: list[VoiceNote], records: dict[str, dict]) -> list[str]:
-    """The label texts classes are built from: gold truth, else an accepted pseudo-label."""
+def class_texts(notes: list[VoiceNote], records: dict[str, dict], accepted_only: bool = False) -> list[str]:
+    """The label texts classes are built from: gold truth, else the labeller's label.
+
+    Labels below the acceptance threshold count too (unless `accepted_only`): a phrase
+    the labeller was unsure about on most of its notes still deserves a class, and a
+    wrong label picks some unrelated message, which rarely reaches --min-count.
+    """
     texts = []
     for note in notes:
         g = gold_text(note)
@@ -163,7 +168,7 @@ def class_texts(notes: list[VoiceNote], records: dict[str, dict]) -> list[str]:
             texts.append(g)
             continue
         rec = records.get(note.id)
-        if rec and rec.get("accepted") and rec.get("label"):
+        if rec and rec.get("label") and (rec.get("accepted") or not accepted_only):
             texts.append(rec["label"])
     return texts
 
@@ -291,6 +296,9 @@ class TrainOptions:
     gold_weight: float = 3.0
     confidence_weight: bool = True
     partial_weight: float = 1.0
+    # False: ignore the labeller (accepted notes train through their candidate sets too and
+    # PRODEN starts from uniform weights), the plain partial-label setting, for comparison.
+    pseudo_labels: bool = True
     epochs: int = 200
     lr: float = 0.01
     weight_decay: float = 1e-3
@@ -348,6 +356,8 @@ def _objective_rows(data: Dataset, opts: TrainOptions, train_rows: np.ndarray) -
     gold = train_rows[role[train_rows] == "gold"]
     acc = train_rows[role[train_rows] == "accepted"]
     part = train_rows[role[train_rows] == "partial"]
+    if not opts.pseudo_labels:
+        part, acc = np.sort(np.concatenate([acc, part])), acc[:0]
     acc_w = data.confidence[acc] if opts.confidence_weight else np.ones(len(acc), np.float32)
     if opts.loss == "gold":
         return {"ce": gold, "ce_w": np.full(len(gold), opts.gold_weight, np.float32), "set": np.array([], int)}
@@ -386,7 +396,8 @@ def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
     ce_w = torch.from_numpy(parts["ce_w"])
     set_rows = torch.from_numpy(parts["set"].astype(np.int64))
     set_w = torch.from_numpy(parts.get("set_w", np.zeros(0, np.float32)))
-    weights = torch.from_numpy(data.init[parts["set"]]) if len(parts["set"]) else torch.zeros(0, C)
+    start = data.init if opts.pseudo_labels else data.mask / data.mask.sum(1, keepdims=True).clip(1)
+    weights = torch.from_numpy(start[parts["set"]].astype(np.float32)) if len(parts["set"]) else torch.zeros(0, C)
     hold_rows = torch.tensor(holdout, dtype=torch.long)
 
     threads = torch.get_num_threads()

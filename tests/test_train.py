@@ -88,8 +88,9 @@ def test_dataset_roles_targets_and_outside_count():
         "p": _record(notes[2], [0.3, 0.2, 0.1, 0.4], 3, False, 0.4),
         "r": _record(notes[4], [0.99, 0.01], 0, True, 0.99),
     }
-    texts = class_texts(notes, records)
+    texts = class_texts(notes, records, accepted_only=True)
     assert sorted(texts) == sorted(["On my way!", "on my way 🙂", "nothing here"])
+    assert sorted(class_texts(notes, records)) == sorted(texts + ["xyz"])  # unsure labels count too
     classes = build_classes(texts + ["love you", "love you"], min_count=2)
     assert classes.classes == ["love you", "on my way"]
     embs = {n.id: np.full(4, i, np.float32) for i, n in enumerate(notes) if n.id != "e"}
