@@ -243,6 +243,7 @@ class GoldEntry:
     label: str | None = None
     label_index: int | None = None
     not_in_window: bool = False  # a truth line with "label_id": null
+    text: str | None = None  # a truth line's "text": what was typed, shown when it is not in the window
     spoken: str | None = None  # what was said, when the file knows it (for WER)
     where: str = ""
 
@@ -290,9 +291,9 @@ def read_gold(path: Path) -> GoldRead:
             problems.append(f"{where}: unusable gold value")
             continue
         if not is_chat and not is_manifest:
-            spoken = obj.get("spoken", obj.get("text"))
-            if isinstance(spoken, str) and spoken.strip():
-                e.spoken = spoken
+            text, spoken = obj.get("text"), obj.get("spoken", obj.get("text"))
+            e.text = text if isinstance(text, str) and text.strip() else None
+            e.spoken = spoken if isinstance(spoken, str) and spoken.strip() else None
         if gid in entries:
             problems.append(f"{where}: duplicate gold id {gid!r} (first at {entries[gid].where})")
             continue
@@ -362,7 +363,7 @@ def _truth_from_entry(e: GoldEntry, cands: list[tuple[str, str]]) -> Truth | str
     if e.label_id is not None:
         if e.label_id in texts:
             return Truth(e.label_id, True, texts[e.label_id], e.spoken, "gold file")
-        return Truth(None, False, None, e.spoken, "gold file")
+        return Truth(None, False, e.text, e.spoken, "gold file")
     if e.label_index is not None:
         if not 0 <= e.label_index < len(cands):
             return f"{e.where}: label_index {e.label_index} out of range ({len(cands)} candidates)"
@@ -371,7 +372,7 @@ def _truth_from_entry(e: GoldEntry, cands: list[tuple[str, str]]) -> Truth | str
     if e.label is not None:
         cid = _match_text(e.label, cands)
         return Truth(cid, cid is not None, e.label if cid is None else texts[cid], e.spoken, "gold file")
-    return Truth(None, False, None, e.spoken, "gold file")
+    return Truth(None, False, e.text, e.spoken, "gold file")
 
 
 @dataclass

@@ -211,6 +211,8 @@ def test_older_run_with_truth_file(tmp_path):
     assert (res["accuracy"]["correct"], res["accuracy"]["n"]) == (1, 2)
     assert res["gold"]["not_in_window_labelled"] == 1
     assert res["transcripts"] is None  # no transcripts in this old run
+    o3 = next(w for w in res["worst"] if w["id"] == "o3")
+    assert o3["true"] == "never typed" and o3["true_in_window"] is False
 
 
 def test_gold_file_overrides_labels_and_reads_chats_and_manifests(tmp_path):
