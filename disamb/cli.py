@@ -625,7 +625,7 @@ def review(
     save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher here each time the page refits it."),
 ) -> None:
     """Confirm labels in a local web page, hardest notes first; answers grow the gold set."""
-    from .review import ORDERS, ReviewError, Session, bind, make_server, url_for
+    from .review import ORDERS, ReviewError, Session, bind, is_loopback, make_server, url_for
 
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
@@ -651,6 +651,8 @@ def review(
             f"(first: {unplayable[0]}); is it the folder given to disamb label?",
             soft_wrap=True,
         )
+    if host is not None and not is_loopback(address):
+        err.print(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers", soft_wrap=True)
     out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
     out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
     try:
@@ -713,52 +715,6 @@ def import_export(
         out.print(table)
         out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
     raise typer.Exit(1 if result.errors else 0)
-
-
-@app.command()
-def review(
-    recordings: Path = typer.Argument(..., help="Folder holding the audio files (as given to disamb label)."),
-    labels: Path = typer.Argument(..., help="labels.jsonl written by disamb label."),
-    gold: Optional[Path] = typer.Option(None, "--gold", help="Answers file, appended to (default: gold.jsonl next to LABELS)."),
-    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0 picks a free one)."),
-    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1; anything else only when given here)."),
-    order: str = typer.Option("uncertain", "--order", help="Which note next: uncertain (lowest top probability), margin (closest top two), random, file."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --order random."),
-    save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher here each time the page refits it."),
-) -> None:
-    """Confirm labels in a local web page, hardest notes first; answers grow the gold set."""
-    from .review import ORDERS, ReviewError, Session, bind, make_server, url_for
-
-    if not recordings.is_dir():
-        fail(f"{recordings}: not a folder of recordings")
-    if order not in ORDERS:
-        fail(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
-    gold_path = gold if gold is not None else labels.with_name("gold.jsonl")
-    check_writable(gold_path)
-    if save_matcher is not None:
-        check_writable(save_matcher)
-    address = host if host is not None else "127.0.0.1"
-    try:
-        session = Session.open(recordings, labels, gold_path, order=order, seed=seed, matcher_out=save_matcher)
-        sock = bind(address, port, allow_remote=host is not None)
-    except ReviewError as e:
-        fail(str(e))
-    except OSError as e:
-        fail(f"cannot listen on {address}:{port} ({e.strerror or e})")
-    stats = session.stats()
-    unplayable = session.unplayable()
-    if unplayable:
-        err.print(
-            f"warning: {len(unplayable)} of {stats['total']} notes have no playable audio in {recordings} "
-            f"(first: {unplayable[0]}); is it the folder given to disamb label?",
-            soft_wrap=True,
-        )
-    out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
-    out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
-    try:
-        make_server(session, address).run(sockets=[sock])
-    finally:
-        sock.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -157,6 +157,10 @@ def test_review_in_headless_chromium(tmp_path, browser):
         stats = browser.find_element(By.ID, "stats").text
         assert "answered 3" in stats
 
+        # skipping moves on without writing anything
+        press(browser, "s")
+        assert wait_note_change(browser, note) == queue[4]
+
         rows = [json.loads(line) for line in data["gold"].read_text("utf-8").splitlines()]
         assert [(r["id"], r["label_id"]) for r in rows] == expected
         browser.save_screenshot(str(tmp_path / "review.png"))
