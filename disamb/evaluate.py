@@ -588,6 +588,7 @@ class Section:
     columns: list[str]
     rows: list[list[str]]
     note: str = ""
+    text_columns: bool = False  # free text in every column: never right-align
 
 
 def _pct(x: float | None) -> str:
@@ -672,6 +673,7 @@ def sections(result: dict) -> list[Section]:
             [[w["id"], f"{w['confidence']:.3f}", "yes" if w["accepted"] else "no", _short(w["transcript"]),
               _short(w["chosen"]), _short(w["true"]) + ("" if w["true_in_window"] else " (not in window)")]
              for w in result["worst"]],
+            text_columns=True,
         ))
     if result.get("classifier"):
         out += classifier_sections(result["classifier"])
@@ -719,7 +721,7 @@ def rich_tables(result: dict) -> list:
     for s in sections(result):
         t = Table(title=s.title, title_justify="left", caption=s.note or None, caption_justify="left")
         for i, c in enumerate(s.columns):
-            t.add_column(c, justify="left" if i == 0 or s.title.startswith("Most") else "right",
+            t.add_column(c, justify="left" if i == 0 or s.text_columns else "right",
                          overflow="fold")
         for row in s.rows:
             t.add_row(*row)
@@ -871,7 +873,7 @@ def html_page(title: str, secs: list[Section], images: list[tuple[str, str]], su
         for row in s.rows:
             cells = []
             for i, v in enumerate(row):
-                cls = ' class="n"' if i > 0 and _looks_numeric(v) else ""
+                cls = ' class="n"' if i > 0 and not s.text_columns and _looks_numeric(v) else ""
                 cells.append(f"<td{cls}>{e(v)}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
