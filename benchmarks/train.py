@@ -211,8 +211,11 @@ def main() -> None:
               f"+ {c['outside']:.0f} outside; {c['classes']:.0f} classes")
 
     path = args.json or (args.out / "results.json")
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     path.write_text(json.dumps({
-        "dataset": str(data_dir), "recordings": len(notes), "folds": args.folds, "head": args.head,
+        "commit": commit or None, "dataset": str(data_dir), "recordings": len(notes), "folds": args.folds, "head": args.head,
         "epochs": args.epochs, "seeds": args.seeds,
         "table": {f"{f:.2f}": {k: {"mean": m, "sd": s} for k, (m, s) in v.items()} for f, v in table.items()},
         "reference": {f"{f:.2f}": v for f, v in ref.items()},
