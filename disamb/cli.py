@@ -125,6 +125,11 @@ def label(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray: per-clip work on a Ray cluster (pip install 'disamb[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --engine ray: actors, each holding one model (default 1)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--num-gpus-per-worker", min=0.0, help="With --engine ray: GPUs per actor (e.g. 1, or 0.25 to share one)."),
+    shards: Optional[int] = typer.Option(None, "--shards", min=1, help="Also write the labels as N files OUTPUT-0000i-of-0000N.jsonl (input order)."),
 ) -> None:
     """Label every voice note with the chat message it says."""
     from .cache import ClipCache, default_cache_dir
@@ -139,6 +144,10 @@ def label(
         fail(f"{recordings}: not a folder of recordings")
     if audio_ctx not in ("full", "auto") and not audio_ctx.isdigit():
         fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or workers is not None or gpus_per_worker is not None):
+        fail("--address, --workers and --num-gpus-per-worker go with --engine ray")
     check_writable(output)
     try:
         require_ffmpeg()
@@ -166,7 +175,11 @@ def label(
         options = ClipOptions(beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration)
         try:
             with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
-                outcomes = run_clips(lm, read.notes, options, cache, on_done=advance, times=times)
+                if engine == "ray":
+                    outcomes = _ray_clips(read.notes, model, device, options, cache.root, address, workers,
+                                          gpus_per_worker, advance, times, lm.key)
+                else:
+                    outcomes = run_clips(lm, read.notes, options, cache, on_done=advance, times=times)
         except OSError as e:
             fail(f"{cache.root}: cannot write the cache ({e.strerror or e}); use --cache-dir elsewhere or --no-cache")
         prior_memo: dict | None = None
@@ -186,6 +199,10 @@ def label(
         summary.short_windows = read.n_short_windows
         try:
             write_labels(output, records)
+            if shards is not None:
+                from .distributed import write_shards
+
+                shard_files = [str(p) for p in write_shards(output, records, shards)]
             if save_matcher is not None:
                 matcher_used.save(save_matcher)
         except OSError as e:
@@ -202,12 +219,27 @@ def label(
         if r.get("error"):
             err.print(f"[yellow]not labelled[/yellow] {chats}:{_line_of(read.notes, r['id'])}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
     data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device),
-                                "clips_computed": times.clips_computed, "clips_cached": times.clips_cached}
+                                "clips_computed": times.clips_computed, "clips_cached": times.clips_cached,
+                                "engine": engine} | ({"shards": shard_files} if shards is not None else {})
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:
         print_label_summary(data)
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
+
+
+def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus, advance, times, model_key):
+    """The per-clip stage on Ray (`disamb label --engine ray`); errors become one line."""
+    from .cache import default_cache_dir
+    from .distributed import RayEngineError, RayOptions, run_clips_ray
+
+    if address and cache_root == default_cache_dir():  # each node would keep its own
+        err.print(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share", soft_wrap=True)
+    ray_options = RayOptions(address=address, workers=workers or 1, num_gpus_per_worker=gpus or 0.0)
+    try:
+        return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key)
+    except RayEngineError as e:
+        fail(str(e))
 
 
 def _line_of(notes, note_id: str) -> int:
