@@ -17,6 +17,7 @@ the engine is used, so the local engine works without it (`pip install disamb[ra
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,6 +177,10 @@ def run_clips_ray(
     if Path(model).is_file():
         model = str(Path(model).resolve())  # workers do not start in our folder
     started = _connect(ray, options)
+    data_log = logging.getLogger("ray.data")
+    log_level = data_log.level
+    if not options.ray_progress:  # our progress bar and summary say it; keep stderr readable
+        data_log.setLevel(logging.ERROR)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = options.ray_progress
@@ -230,6 +235,7 @@ def run_clips_ray(
             raise RayEngineError(f"{len(missing)} notes never came back from Ray (first: {missing[0]})")
         return {n.id: found[n.id] for n in notes}
     finally:
+        data_log.setLevel(log_level)
         if started:
             ray.shutdown()
 
