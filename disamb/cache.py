@@ -116,3 +116,59 @@ def write_atomic(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+class PriorCache:
+    """Likelihood of each candidate text under silent audio, per model, in one SQLite file.
+
+    A text's prior does not depend on any clip, and a chat log has far more renderings
+    than it is worth keeping in files of their own; SQLite keeps them in one place and
+    copes with several processes writing.
+    """
+
+    def __init__(self, root: Path | None, model_key: str):
+        self.path = Path(root) / "priors.sqlite" if root is not None else None
+        self.model_key = model_key
+        self._memo: dict[str, tuple[float, int]] = {}
+
+    def _connect(self):
+        import sqlite3
+
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=60)
+        con.execute("CREATE TABLE IF NOT EXISTS prior (model TEXT, text TEXT, sum REAL, n INTEGER, PRIMARY KEY (model, text))")
+        return con
+
+    def get_many(self, texts: list[str]) -> dict[str, tuple[float, int]]:
+        found = {t: self._memo[t] for t in texts if t in self._memo}
+        missing = [t for t in texts if t not in found]
+        if self.path is not None and missing and self.path.exists():
+            con = self._connect()
+            try:
+                for start in range(0, len(missing), 500):
+                    part = missing[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    rows = con.execute(
+                        f"SELECT text, sum, n FROM prior WHERE model = ? AND text IN ({marks})", [self.model_key, *part]
+                    )
+                    for text, total, n in rows:
+                        found[text] = (float(total), int(n))
+            finally:
+                con.close()
+        self._memo.update(found)
+        return found
+
+    def put_many(self, values: dict[str, tuple[float, int]]) -> None:
+        self._memo.update(values)
+        if self.path is None or not values:
+            return
+        con = self._connect()
+        try:
+            with con:
+                con.executemany(
+                    "INSERT OR REPLACE INTO prior VALUES (?, ?, ?, ?)",
+                    [(self.model_key, t, v[0], v[1]) for t, v in values.items()],
+                )
+        finally:
+            con.close()

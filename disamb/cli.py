@@ -113,12 +113,14 @@ def label(
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="Beam search width (default: greedy)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=256, help="Clips per model batch."),
     audio_ctx: str = typer.Option("full", "--audio-ctx", help="Encoder context: full (30 s), auto (clip length) or a frame count."),
+    mode: str = typer.Option("full", "--mode", help="full: transcribe every clip; score: transcribe only where the likelihood is unsure (faster)."),
     max_duration: float = typer.Option(120.0, "--max-duration", min=1.0, help="Skip clips longer than this many seconds."),
     min_confidence: Optional[float] = typer.Option(None, "--min-confidence", min=0.0, max=1.0, help="Accept labels at or above this confidence."),
     target_precision: Optional[float] = typer.Option(None, "--target-precision", min=0.5, max=1.0, help="Choose the threshold on gold for this precision."),
     assign: bool = typer.Option(True, "--assign/--no-assign", help="One-to-one assignment across overlapping windows."),
-    prior: bool = typer.Option(False, "--prior/--no-prior", help="Subtract each candidate's likelihood under silent audio."),
+    prior: bool = typer.Option(True, "--prior/--no-prior", help="Subtract each candidate's likelihood under silent audio (what the audio adds)."),
     matcher_in: Optional[Path] = typer.Option(None, "--matcher", help="Matcher weights (JSON) to use instead of the shipped defaults."),
+    gold_file: Optional[Path] = typer.Option(None, "--gold", help="Extra gold answers (the gold.jsonl written by disamb review); they win over the chat file's."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Fit the matcher on the gold subset when it has 30+ notes."),
     save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher used (fitted or default) here."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
@@ -134,8 +136,9 @@ def label(
     """Label every voice note with the chat message it says."""
     from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
-    from .clips import ClipOptions, StageTimes, run_clips, silence_scores, renderings_for
-    from .label import MatchOptions, label_notes, truncated_texts, write_labels
+    from .clips import ClipOptions, StageTimes, run_clips
+    from .label import MatchOptions, write_labels
+    from .pipeline import label_all
     from .match import MatcherError
     from .models import ModelError, load_model
     from .audio import FfmpegMissingError, require_ffmpeg
@@ -144,6 +147,8 @@ def label(
         fail(f"{recordings}: not a folder of recordings")
     if audio_ctx not in ("full", "auto") and not audio_ctx.isdigit():
         fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
+    if mode not in ("full", "score"):
+        fail(f"--mode must be full or score, got {mode!r}")
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, got {engine!r}")
     if engine == "local" and (address is not None or workers is not None or gpus_per_worker is not None):
@@ -157,6 +162,15 @@ def label(
     print_line_errors(read.errors, quiet)
     if not read.notes:
         fail(f"{chats}: no voice notes to label ({len(read.errors)} lines skipped)")
+    if gold_file is not None:
+        from .review import ReviewError, apply_gold_file
+
+        try:
+            n_gold = apply_gold_file(read.notes, gold_file)
+        except (ReviewError, OSError) as e:
+            fail(f"{gold_file}: {e}")
+        if not quiet and not as_json:
+            err.print(f"{n_gold} gold answers applied from {gold_file}", soft_wrap=True)
 
     stopped_by: list[int] = []
 
@@ -172,7 +186,9 @@ def label(
         except ModelError as e:
             fail(str(e))
         cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
-        options = ClipOptions(beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration)
+        options = ClipOptions(
+            beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration, mode=mode
+        )
         try:
             with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
                 if engine == "ray":
@@ -182,17 +198,13 @@ def label(
                     outcomes = run_clips(lm, read.notes, options, cache, on_done=advance, times=times)
         except OSError as e:
             fail(f"{cache.root}: cannot write the cache ({e.strerror or e}); use --cache-dir elsewhere or --no-cache")
-        prior_memo: dict | None = None
-        if prior:
-            prior_memo = {}
-            silence_scores(lm, [r for n in read.notes for r in renderings_for(n)], prior_memo)
         try:
             match_options = MatchOptions(
                 window=window, assign=assign, prior=prior, refit=refit, matcher=matcher_in,
                 min_confidence=min_confidence, target_precision=target_precision,
-                truncated=truncated_texts(lm, read.notes),
             )
-            records, summary, matcher_used = label_notes(read.notes, outcomes, match_options, prior_memo)
+            run = label_all(lm, read.notes, options, match_options, cache.root, outcomes=outcomes)
+            records, summary, matcher_used = run.records, run.summary, run.matcher
         except MatcherError as e:
             fail(f"{matcher_in}: {e}")
         summary.skipped_lines = len(read.errors)

@@ -19,7 +19,7 @@ import torch
 
 from . import asr
 from .audio import Decoded, content_hash, decode
-from .cache import ClipCache, ClipResult, clip_key
+from .cache import ClipCache, ClipResult, PriorCache, clip_key
 from .chats import VoiceNote
 from .models import LoadedModel
 from .textsim import render_spoken
@@ -241,18 +241,25 @@ def _compute(
     _tick(on_done, len(batch))
 
 
-def silence_scores(lm: LoadedModel, texts: list[str], memo: dict[str, tuple[float, int]]) -> None:
-    """Likelihood of each text under silent audio: the decoder's prior for it.
+def text_priors(
+    lm: LoadedModel, notes: list[VoiceNote], cache: "PriorCache", batch: int = 128
+) -> dict[str, tuple[float, int]]:
+    """Likelihood of every candidate rendering under silent audio: the decoder's prior.
 
-    Long common words are cheap for the decoder whatever it hears; subtracting this
-    prior leaves what the audio itself adds.
+    Short and common texts ("ok", "👍") are cheap for the decoder whatever it hears;
+    subtracting the prior leaves what the audio itself adds (a pointwise mutual
+    information), which is what stops short chatter from winning.
     """
-    todo = [t for t in dict.fromkeys(texts) if t not in memo]
-    if not todo:
-        return
-    with torch.inference_mode():
-        enc = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
-        for start in range(0, len(todo), 64):
-            part = todo[start : start + 64]
-            for t, s in zip(part, asr.score_candidates(lm, enc, [part])[0]):
-                memo[t] = s
+    texts = list(dict.fromkeys(r for n in notes for r in renderings_for(n)))
+    found = cache.get_many(texts)
+    todo = [t for t in texts if t not in found]
+    if todo:
+        new: dict[str, tuple[float, int]] = {}
+        with torch.inference_mode():
+            enc = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
+            for start in range(0, len(todo), batch):
+                part = todo[start : start + batch]
+                new.update(zip(part, asr.score_candidates(lm, enc, [part])[0]))
+        cache.put_many(new)
+        found.update(new)
+    return found

@@ -23,7 +23,7 @@ from .textsim import render_spoken, text_features
 class MatchOptions:
     window: int = 10
     assign: bool = True
-    prior: bool = False
+    prior: bool = True  # subtract each text's likelihood under silent audio (PMI)
     refit: bool = True  # fit the matcher on gold when there is enough of it
     matcher: Path | None = None  # weights to start from instead of the shipped defaults
     min_confidence: float | None = None
@@ -66,27 +66,20 @@ def candidate_features(
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
     """One row of match.FEATURES per candidate, plus the same as dicts for the output."""
     rows, dicts = [], []
+    best = [_best_scores(cand.text, clip, prior) for cand in note.candidates]
     transcript = clip.transcript
     if transcript is None:
         # --mode score skipped transcription because the likelihood was sure: compare
-        # against the rendering Whisper found most likely instead.
-        transcript = max(clip.scores.items(), key=lambda kv: kv[1][0], default=("", (0.0, 0)))[0]
+        # against the rendering the likelihood prefers instead.
+        transcript = max(best, key=lambda b: (b[2], b[0]))[5] if best else ""
     for j, cand in enumerate(note.candidates):
-        best = None
-        for r in render_spoken(cand.text):
-            s = clip.scores.get(r)
-            if s is None:
-                continue
-            total, n = s
-            adjusted = total - (prior[r][0] if prior and r in prior else 0.0)
-            key = (total, adjusted, n, r)
-            if best is None or total > best[0]:
-                best = key
-        total, adjusted, n, _ = best if best else (-100.0, -100.0, 1, "")
+        total, n, pmi, pmi_mean, pmi_typed, _ = best[j]
         f = {
             "lik_mean": total / max(n, 1),
             "lik_sum": total,
-            "lik_prior": adjusted if prior is not None else 0.0,
+            "lik_prior": pmi,
+            "pmi_mean": pmi_mean,
+            "pmi_typed": pmi_typed,
             "log_tokens": math.log(max(n, 1)),
             **text_features(transcript, cand.text),
             "position": j / max(window, 1),
@@ -110,6 +103,28 @@ def no_speech_reason(clip: ClipResult) -> str | None:
     if (p > NO_SPEECH_PROB and lp < NO_SPEECH_LOGPROB) or p > NO_SPEECH_SURE:
         return f"no speech detected (no_speech_prob {p:.2f}, avg_logprob {lp:.2f})"
     return None
+
+
+def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]] | None):
+    """(summed log-lik, tokens, PMI, PMI per token, PMI as typed, rendering) of a candidate.
+
+    Each statistic takes its own best rendering, since we cannot know how the speaker
+    said it. Without a prior the PMI columns are 0.
+    """
+    renderings = render_spoken(text)
+    scored = [(r, clip.scores[r]) for r in renderings if r in clip.scores]
+    if not scored:
+        return -100.0, 1, 0.0, 0.0, 0.0, ""
+    r_lik, (total, n) = max(scored, key=lambda x: x[1][0])
+    gains = [(r, s[0] - prior[r][0], s[1]) for r, s in scored if prior is not None and r in prior]
+    if not gains:
+        return total, n, 0.0, 0.0, 0.0, r_lik
+    r_pmi, pmi, _ = max(gains, key=lambda g: g[1])
+    pmi_mean = max(g[1] / max(g[2], 1) for g in gains)
+    # the text as typed (only cleaned): a distractor that is the truth plus "ok?" must
+    # not tie with it just because the filler-free rendering is the same
+    base = gains[0][1] if gains[0][0] == renderings[0] else pmi
+    return total, n, pmi, pmi_mean, base, r_pmi
 
 
 @dataclass

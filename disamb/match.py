@@ -18,7 +18,9 @@ from scipy.optimize import linear_sum_assignment
 FEATURES = (
     "lik_mean",  # log-likelihood per scored token (best rendering)
     "lik_sum",  # summed log-likelihood (best rendering)
-    "lik_prior",  # summed log-likelihood minus the same text's under silent audio (0 when off)
+    "lik_prior",  # summed log-likelihood minus the same text's under silent audio (PMI; 0 when off)
+    "pmi_mean",  # the same per scored token
+    "pmi_typed",  # PMI of the text as typed (cleaned only: no filler words dropped)
     "log_tokens",  # log of the number of scored tokens: long texts pay more in lik_sum
     "cer",
     "wer",
@@ -111,9 +113,12 @@ class Matcher:
 def default_matcher() -> Matcher:
     """The weights shipped with the package (fitted on the synthetic hard benchmark)."""
     if DEFAULT_MATCHER.exists():
-        m = Matcher.load(DEFAULT_MATCHER)
-        m.source = "default"
-        return m
+        try:
+            m = Matcher.load(DEFAULT_MATCHER)
+            m.source = "default"
+            return m
+        except MatcherError:
+            pass  # shipped weights from another feature set: fall back to the hand-set ones
     # Hand-set fallback: likelihood and text agreement up, distances down.
     w = dict(lik_mean=1.0, lik_sum=1.0, cer=-1.0, token_set=0.5, digit_dist=-0.5)
     return Matcher(
@@ -136,7 +141,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def fit(
-    Xs: list[np.ndarray], targets: list[int], l2: float = 0.01, none_allowed: bool = True
+    Xs: list[np.ndarray], targets: list[int], l2: float = 0.001, none_allowed: bool = True
 ) -> Matcher:
     """Conditional-logit fit: maximise the log-probability of each gold note's answer
     under the softmax over its own candidates (+ none). `targets[i] == len(Xs[i])` means

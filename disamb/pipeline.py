@@ -1,0 +1,49 @@
+"""The whole labelling run in one call: per-clip stage, text priors, matching.
+
+The CLI, the benchmarks and the distributed engine all label through here, so they
+cannot drift apart in how a note is labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import ClipCache, PriorCache
+from .chats import VoiceNote
+from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
+from .label import MatchOptions, Summary, label_notes, truncated_texts
+from .match import Matcher
+from .models import LoadedModel
+
+
+@dataclass
+class LabelRun:
+    records: list[dict]
+    summary: Summary
+    matcher: Matcher
+    outcomes: dict[str, ClipOutcome]
+    times: StageTimes
+
+
+def label_all(
+    lm: LoadedModel,
+    notes: list[VoiceNote],
+    clip_options: ClipOptions | None = None,
+    match_options: MatchOptions | None = None,
+    cache_root: Path | None = None,
+    on_done: Callable[[int], None] | None = None,
+    outcomes: dict[str, ClipOutcome] | None = None,
+) -> LabelRun:
+    """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage."""
+    clip_options = clip_options or ClipOptions()
+    match_options = match_options or MatchOptions()
+    times = StageTimes()
+    if outcomes is None:
+        outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times)
+    prior = text_priors(lm, notes, PriorCache(cache_root, lm.key)) if match_options.prior else None
+    if not match_options.truncated:
+        match_options.truncated = truncated_texts(lm, notes)
+    records, summary, matcher = label_notes(notes, outcomes, match_options, prior)
+    return LabelRun(records, summary, matcher, outcomes, times)
