@@ -135,9 +135,10 @@ def ablation(notes, outcomes, truth_map, prior) -> dict:
         if summary.cv_accuracy is not None:
             rows[name]["cv_accuracy_on_gold"] = summary.cv_accuracy
 
-    via_label("combined, no prior, default weights", refit=False, assign=False, prior=False)
+    via_label("combined without prior, fitted on gold", refit=True, assign=False, prior=False, base_strength=0.0)
     via_label("combined, default weights", refit=False, assign=False)
-    via_label("fitted", refit=True, assign=False)
+    via_label("fitted on gold from zero", refit=True, assign=False, base_strength=0.0)
+    via_label("fitted on gold from default weights", refit=True, assign=False)
     via_label("+assignment", refit=True, assign=True)
     via_label("+assignment, target precision 0.98", refit=True, assign=True, target_precision=0.98)
     return rows
@@ -153,7 +154,7 @@ def fit_default(data_root: Path, n_notes: int, model: str, options: ClipOptions,
         n.gold_in_window = t is not None and any(c.id == t for c in n.candidates)
         n.gold_label_id = t if n.gold_in_window else None
     ok = [n for n in notes if outcomes[n.id].result is not None and n.candidates]
-    records, summary, matcher = label_notes(ok, outcomes, MatchOptions(refit=True, assign=True), prior)
+    records, summary, matcher = label_notes(ok, outcomes, MatchOptions(refit=True, assign=True, base_strength=0.0), prior)
     matcher.source = "default"
     matcher.info = {"fitted_on": f"synthetic hard set, {len(ok)} notes, seed {DEFAULT_FIT_SEED}",
                     "cv_accuracy": summary.cv_accuracy}

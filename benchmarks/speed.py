@@ -32,7 +32,7 @@ CONFIGS = {
     "batch 8, full context": dict(batch_size=8, audio_ctx="full", mode="full"),
     "batch 8, auto context": dict(batch_size=8, audio_ctx="auto", mode="full"),
     "batch 8, auto context, score mode": dict(batch_size=8, audio_ctx="auto", mode="score"),
-    "batch 16, auto context, score mode": dict(batch_size=16, audio_ctx="auto", mode="score"),
+    "batch 16, context >= 5 s, score mode": dict(batch_size=16, audio_ctx="250", mode="score"),
 }
 
 

@@ -34,14 +34,14 @@ def audio_ctx_for(seconds: float, full_ctx: int, mode: str | int) -> int:
     """Encoder frames to use for a clip: all 1500, or just what the clip needs.
 
     `mode` is "full", "auto" (clip length + 1 s margin, rounded up to whole seconds,
-    at least 10 s) or a fixed frame count.
+    at least 10 s) or a number N: the same with at least N frames. The clip itself is
+    never cut.
     """
     if mode == "full":
         return full_ctx
-    if mode == "auto":
-        need = math.ceil(min(seconds, CHUNK_LENGTH) + 1.0) * FRAMES_PER_SECOND
-        return int(min(full_ctx, max(10 * FRAMES_PER_SECOND, need)))
-    return int(min(full_ctx, max(FRAMES_PER_SECOND, int(mode))))
+    floor = 10 * FRAMES_PER_SECOND if mode == "auto" else max(FRAMES_PER_SECOND, int(mode))
+    need = math.ceil(min(seconds, CHUNK_LENGTH) + 1.0) * FRAMES_PER_SECOND
+    return int(min(full_ctx, max(floor, need)))
 
 
 def encode(lm: LoadedModel, audios: list[np.ndarray], ctx_mode: str | int = "full") -> list[Encoded]:

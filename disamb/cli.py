@@ -112,7 +112,7 @@ def label(
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note: the next N text messages."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="Beam search width (default: greedy)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=256, help="Clips per model batch."),
-    audio_ctx: str = typer.Option("full", "--audio-ctx", help="Encoder context: full (30 s), auto (clip length) or a frame count."),
+    audio_ctx: str = typer.Option("full", "--audio-ctx", help="Encoder context: full (30 s), auto (clip length, at least 10 s) or N (clip length, at least N frames of 20 ms)."),
     mode: str = typer.Option("full", "--mode", help="full: transcribe every clip; score: transcribe only where the likelihood is unsure (faster)."),
     max_duration: float = typer.Option(120.0, "--max-duration", min=1.0, help="Skip clips longer than this many seconds."),
     min_confidence: Optional[float] = typer.Option(None, "--min-confidence", min=0.0, max=1.0, help="Accept labels at or above this confidence."),

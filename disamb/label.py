@@ -30,6 +30,7 @@ class MatchOptions:
     target_precision: float | None = None
     folds: int = 5
     seed: int = 0
+    base_strength: float = 20.0  # how many gold notes the starting weights are worth (0: ignore them)
     truncated: frozenset[str] = frozenset()  # candidate texts cut to fit the decoder context
 
 
@@ -200,12 +201,12 @@ def _probabilities(ok, gold, base: match.Matcher, options: MatchOptions, summary
     oof_logits: list[np.ndarray] = [None] * len(gold)  # type: ignore[list-item]
     for k in range(folds.max() + 1):
         train = [j for j in range(len(gold)) if folds[j] != k]
-        m = match.fit([Xs[j] for j in train], [ys[j] for j in train])
+        m = match.fit([Xs[j] for j in train], [ys[j] for j in train], base=base, base_strength=options.base_strength)
         for j in range(len(gold)):
             if folds[j] == k:
                 oof_logits[j] = m.logits(Xs[j])
     temperature = match.fit_temperature(oof_logits, ys)
-    final = match.fit(Xs, ys)
+    final = match.fit(Xs, ys, base=base, base_strength=options.base_strength)
     final.temperature = temperature
     cv_right = [int(np.argmax(z)) == y for z, y in zip(oof_logits, ys)]
     summary.cv_accuracy = float(np.mean(cv_right))

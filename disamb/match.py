@@ -141,15 +141,30 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def fit(
-    Xs: list[np.ndarray], targets: list[int], l2: float = 0.001, none_allowed: bool = True
+    Xs: list[np.ndarray],
+    targets: list[int],
+    l2: float = 0.001,
+    none_allowed: bool = True,
+    base: Matcher | None = None,
+    base_strength: float = 20.0,
 ) -> Matcher:
     """Conditional-logit fit: maximise the log-probability of each gold note's answer
     under the softmax over its own candidates (+ none). `targets[i] == len(Xs[i])` means
-    the truth is not in the window."""
+    the truth is not in the window.
+
+    With `base`, the weights are pulled towards the base matcher's (a Gaussian prior
+    worth about `base_strength` notes) instead of towards zero: a gold subset of a few
+    dozen notes then adjusts the shipped weights rather than replacing them.
+    """
     allX = np.concatenate(Xs)
-    mean = allX.mean(0)
-    scale = allX.std(0)
-    scale[scale < 1e-6] = 1.0
+    if base_strength <= 0:
+        base = None
+    if base is not None:
+        mean, scale = base.mean.copy(), base.scale.copy()
+    else:
+        mean = allX.mean(0)
+        scale = allX.std(0)
+        scale[scale < 1e-6] = 1.0
     n, k, f = len(Xs), max(len(x) for x in Xs), allX.shape[1]
     X = torch.zeros(n, k, f, dtype=torch.float64)
     mask = torch.full((n, k + 1), float("-inf"), dtype=torch.float64)
@@ -158,14 +173,21 @@ def fit(
         mask[i, : len(x)] = 0.0
         mask[i, k] = 0.0 if none_allowed else float("-inf")
     y = torch.tensor([t if t < len(x) else k for t, x in zip(targets, Xs)])
-    w = torch.zeros(f, dtype=torch.float64, requires_grad=True)
-    b = torch.tensor([-3.0], dtype=torch.float64, requires_grad=True)
+    if base is not None:
+        w0 = torch.from_numpy(base.weights / base.temperature).double()
+        b0 = torch.tensor([base.none_bias / base.temperature], dtype=torch.float64)
+        strength = base_strength / n
+    else:
+        w0, b0, strength = torch.zeros(f, dtype=torch.float64), torch.tensor([-3.0], dtype=torch.float64), l2
+    w = w0.clone().requires_grad_(True)
+    b = b0.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
         z = torch.cat([X @ w, b.expand(n, 1)], 1) + mask
-        loss = torch.nn.functional.cross_entropy(z, y) + l2 * (w * w).sum()
+        penalty = ((w - w0) ** 2).sum() + (0.0 if base is None else ((b - b0) ** 2).sum())
+        loss = torch.nn.functional.cross_entropy(z, y) + strength * penalty
         loss.backward()
         return loss
 
@@ -333,17 +355,20 @@ def _solve(piece, probs, cand_ids, taken, decisions) -> None:
 def threshold_for_precision(conf: np.ndarray, correct: np.ndarray, target: float) -> tuple[float, float, float]:
     """Lowest threshold whose accepted set reaches `target` precision.
 
-    Returns (threshold, precision, coverage); threshold 1.0+ when no threshold reaches it.
+    Precision is Laplace-smoothed, (right + 1) / (accepted + 2), so that a handful of
+    gold notes, all right by luck, cannot justify a threshold. Returns (threshold,
+    raw precision, coverage); threshold 1.01 when no threshold reaches the target.
     """
     order = np.argsort(-conf, kind="stable")
     c, ok = conf[order], correct[order].astype(float)
+    smoothed = (np.cumsum(ok) + 1) / (np.arange(1, len(ok) + 1) + 2)
     prec = np.cumsum(ok) / np.arange(1, len(ok) + 1)
     best = None
     for k in range(len(c)):
         # only cut between distinct confidence values
         if k + 1 < len(c) and c[k + 1] == c[k]:
             continue
-        if prec[k] >= target:
+        if smoothed[k] >= target:
             best = k
     if best is None:
         return (1.01, float("nan"), 0.0)

@@ -65,10 +65,24 @@ def test_matcher_round_trip(tmp_path):
 def test_threshold_for_precision():
     conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
     ok = np.array([1, 1, 1, 0, 1, 0])
+    # smoothed precision (right+1)/(n+2) down the list: .67 .75 .80 .67 .71 .63
     t, prec, cov = match.threshold_for_precision(conf, ok, 0.75)
+    assert (t, prec, cov) == (0.9, 1.0, 0.5)
+    t, prec, cov = match.threshold_for_precision(conf, ok, 0.7)
     assert (t, prec, cov) == (0.7, 0.8, 5 / 6)
-    t, prec, cov = match.threshold_for_precision(conf, ok, 1.0)
-    assert t == 0.9 and cov == 0.5
+    t, prec, cov = match.threshold_for_precision(conf, ok, 0.9)
+    assert t > 1.0 and cov == 0.0  # three right answers are not evidence of 90% precision
+
+
+def test_fit_starts_from_the_base_weights():
+    rng = np.random.default_rng(3)
+    base = match.default_matcher()
+    Xs = [rng.normal(size=(10, len(match.FEATURES))) for _ in range(5)]
+    ys = [int(rng.integers(10)) for _ in Xs]
+    pulled = match.fit(Xs, ys, base=base, base_strength=1e6)
+    np.testing.assert_allclose(pulled.weights, base.weights / base.temperature, atol=1e-3)
+    free = match.fit(Xs, ys, base=base, base_strength=0.0)
+    assert np.abs(free.weights - base.weights).max() > 1e-2
 
 
 def test_temperature_and_platt_calibrate():
