@@ -89,7 +89,7 @@ class ClipCache:
             if data.get("v") != CACHE_VERSION:
                 return None
             return ClipResult.from_json(data)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # e.g. valid JSON but not an object
             return None  # absent or damaged: recompute, never trust a half entry
 
     def put(self, key: str, result: ClipResult) -> None:
