@@ -16,7 +16,7 @@ from . import match
 from .cache import ClipResult, write_atomic
 from .chats import VoiceNote
 from .clips import ClipOutcome
-from .textsim import render_spoken, text_features
+from .textsim import FILLER_WORDS, normalize, render_spoken, text_features
 
 
 @dataclass
@@ -106,26 +106,41 @@ def no_speech_reason(clip: ClipResult) -> str | None:
     return None
 
 
+FILLER_PENALTY = 1.0  # nats per filler word a rendering assumes the typist added
+
+
 def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]] | None):
     """(summed log-lik, tokens, PMI, PMI per token, PMI as typed, rendering) of a candidate.
 
     Each statistic takes its own best rendering, since we cannot know how the speaker
-    said it. Without a prior the PMI columns are 0.
+    said it. A rendering that drops filler words ("ok", "code") pays FILLER_PENALTY per
+    word, so "see you at 5 ok?" cannot tie with "see you at 5" when only the latter
+    was said, while "1158 ok" still wins on a spoken "one one five eight". Without a
+    prior the PMI columns are 0.
     """
     renderings = render_spoken(text)
-    scored = [(r, clip.scores[r]) for r in renderings if r in clip.scores]
+    fillers = _filler_count(text)
+    scored = []
+    for r in renderings:
+        if r in clip.scores:
+            total, n = clip.scores[r]
+            penalty = FILLER_PENALTY * max(0, fillers - _filler_count(r))
+            scored.append((r, total - penalty, n, penalty))
     if not scored:
         return -100.0, 1, 0.0, 0.0, 0.0, ""
-    r_lik, (total, n) = max(scored, key=lambda x: x[1][0])
-    gains = [(r, s[0] - prior[r][0], s[1]) for r, s in scored if prior is not None and r in prior]
+    r_lik, total, n, _ = max(scored, key=lambda x: x[1])
+    gains = [(r, t - prior[r][0], k) for r, t, k, _ in scored if prior is not None and r in prior]
     if not gains:
         return total, n, 0.0, 0.0, 0.0, r_lik
     r_pmi, pmi, _ = max(gains, key=lambda g: g[1])
     pmi_mean = max(g[1] / max(g[2], 1) for g in gains)
-    # the text as typed (only cleaned): a distractor that is the truth plus "ok?" must
-    # not tie with it just because the filler-free rendering is the same
+    # the text as typed (only cleaned, nothing dropped)
     base = gains[0][1] if gains[0][0] == renderings[0] else pmi
     return total, n, pmi, pmi_mean, base, r_pmi
+
+
+def _filler_count(text: str) -> int:
+    return sum(w in FILLER_WORDS for w in normalize(text).split())
 
 
 @dataclass

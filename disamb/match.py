@@ -35,6 +35,10 @@ FEATURES = (
 
 DEFAULT_MATCHER = Path(__file__).with_name("default_matcher.json")
 MIN_GOLD_TO_FIT = 30
+# "None of these" must beat a note's best free candidate by this many nats before the
+# note is left unlabelled: an unsure note keeps its best guess (with a low confidence,
+# so it is not accepted) and goes without a label only when others took its messages.
+NONE_MARGIN = math.log(20.0)
 BLOCK_LIMIT = 400  # notes per assignment block before a chain of windows is cut
 
 
@@ -336,7 +340,7 @@ def _solve(piece, probs, cand_ids, taken, decisions) -> None:
         for j, cid in enumerate(cand_ids[i]):
             if cid in cols:
                 cost[r, cols[cid]] = min(cost[r, cols[cid]], -math.log(p[j]))
-        cost[r, m + r] = -math.log(p[-1])
+        cost[r, m + r] = -math.log(p[-1]) + NONE_MARGIN
     rows, colsel = linear_sum_assignment(cost)
     inv = {c: cid for cid, c in cols.items()}
     for r, c in zip(rows, colsel):

@@ -16,8 +16,11 @@ def test_assignment_gives_each_message_to_one_note():
 
 
 def test_none_option_wins_when_nothing_fits():
-    d = match.assign([np.array([0.1, 0.1, 0.8])], [["a", "b"]])
+    d = match.assign([np.array([0.02, 0.02, 0.96])], [["a", "b"]])
     assert d[0].index is None
+    # an unsure note keeps its best guess unless "none" is far more likely
+    d = match.assign([np.array([0.1, 0.1, 0.8])], [["a", "b"]])
+    assert d[0].index == 0 and abs(d[0].confidence - 0.1) < 1e-9
 
 
 def test_blocks_split_disjoint_windows():

@@ -107,13 +107,17 @@ def test_assign_never_gives_one_message_to_two_notes(w):
 
 
 def _score(choice, probs) -> float:
-    return sum(math.log(max(probs[i][j if j is not None else -1], 1e-12)) for i, j in enumerate(choice))
+    """Joint log-probability of a choice, "none" paying the assignment's margin."""
+    return sum(
+        math.log(max(probs[i][j if j is not None else -1], 1e-12)) - (match.NONE_MARGIN if j is None else 0.0)
+        for i, j in enumerate(choice)
+    )
 
 
 @settings(max_examples=200, deadline=None)
 @given(w=windows(max_notes=4, max_msgs=5, max_window=3))
 def test_assign_finds_the_best_one_to_one_choice(w):
-    """Against brute force: no one-to-one choice has a higher joint log-probability."""
+    """Against brute force: no one-to-one choice has a higher joint score."""
     probs, ids = w
     decisions = match.assign(probs, ids)
     got = _score([d.index for d in decisions], probs)
@@ -147,8 +151,9 @@ def test_disjoint_windows_are_decided_independently(w):
     probs, ids = w
     ids = [[f"{i}:{c}" for c in cand] for i, cand in enumerate(ids)]
     for i, d in enumerate(match.assign(probs, ids)):
-        p = np.clip(probs[i], 1e-12, 1)
-        assert math.log(p[d.index if d.index is not None else -1]) >= math.log(p.max()) - 1e-9
+        p = np.log(np.clip(probs[i], 1e-12, 1))
+        p[-1] -= match.NONE_MARGIN  # "none" must win by the margin
+        assert p[d.index if d.index is not None else -1] >= p.max() - 1e-9
 
 
 def test_long_chain_with_identical_probabilities_stays_one_to_one():
