@@ -664,7 +664,8 @@ def review(
     gold: Optional[Path] = typer.Option(None, "--gold", help="Answers file, appended to (default: gold.jsonl next to LABELS)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0 picks a free one)."),
     host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default 127.0.0.1; anything else only when given here)."),
-    order: str = typer.Option("uncertain", "--order", help="Which note next: uncertain (lowest top probability), margin (closest top two), random, file."),
+    order: str = typer.Option("uncertain", "--order", help="Which note next: uncertain (lowest top probability), margin (closest top two), random, file, disagree (needs --predictions)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="predictions.jsonl from disamb predict: with --order disagree, notes where classifier and labeller differ come first."),
     seed: int = typer.Option(0, "--seed", help="Seed for --order random."),
     save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher here each time the page refits it."),
 ) -> None:
@@ -681,7 +682,14 @@ def review(
         check_writable(save_matcher)
     address = host if host is not None else "127.0.0.1"
     try:
+        if order == "disagree" and predictions is None:
+            fail("--order disagree needs --predictions predictions.jsonl (from disamb predict)")
         session = Session.open(recordings, labels, gold_path, order=order, seed=seed, matcher_out=save_matcher)
+        if predictions is not None:
+            from .review import mark_disagreements
+
+            n_disagree = mark_disagreements(session.items, predictions)
+            out.print(f"{n_disagree} notes where the classifier disagrees with the labeller", soft_wrap=True)
         sock = bind(address, port, allow_remote=host is not None)
     except ReviewError as e:
         fail(str(e))

@@ -30,7 +30,7 @@ import numpy as np
 from . import match
 from .chats import AudioPathError, UnsafePathError, VoiceNote, resolve_audio
 
-ORDERS = ("uncertain", "margin", "random", "file")
+ORDERS = ("uncertain", "margin", "random", "file", "disagree")
 MIN_ANSWERS_TO_REFIT = 10
 PAGE_FILE = Path(__file__).with_name("review_page.html")
 
@@ -198,6 +198,7 @@ class Item:
     X: np.ndarray | None  # match.FEATURES rows, None when labels.jsonl lacks them
     gold: str | None | bool = False  # False: no gold in labels.jsonl; else the gold label id (None = none)
     position: int = 0
+    disagrees: bool = False  # a trained classifier predicts another class than the labeller chose
 
     def top_margin(self) -> tuple[float, float]:
         p = np.sort(self.probs)[::-1]
@@ -284,18 +285,55 @@ def queue_order(items: list[Item], answered: set[str], order: str, seed: int = 0
 
     "uncertain": lowest top probability; "margin": smallest gap between the top two
     options (counting "none of these"); "random": shuffled with `seed`; "file": as
-    in labels.jsonl. Ties keep file order so the queue is reproducible.
+    in labels.jsonl; "disagree": notes where the classifier and the labeller differ
+    first (see `mark_disagreements`), each group least certain first. Ties keep file
+    order so the queue is reproducible.
     """
     todo = [it for it in items if it.id not in answered]
     if order == "uncertain":
         todo.sort(key=lambda it: (it.top_margin()[0], it.position))
     elif order == "margin":
         todo.sort(key=lambda it: (it.top_margin()[1], it.position))
+    elif order == "disagree":
+        todo.sort(key=lambda it: (not it.disagrees, it.top_margin()[0], it.position))
     elif order == "random":
         random.Random(seed).shuffle(todo)
     elif order != "file":
         raise ReviewError(f"unknown order {order!r} (choose from {', '.join(ORDERS)})")
     return [it.id for it in todo]
+
+
+def mark_disagreements(items: list[Item], predictions: Path) -> int:
+    """Flag notes whose classifier prediction (predictions.jsonl from `disamb predict`)
+    is not the class of the labeller's choice; returns how many disagree.
+
+    Classes are normalised texts, so the labeller's text is normalised the same way.
+    Where the two disagree, one of them is wrong: an answer there teaches the most.
+    """
+    from .textsim import normalize
+
+    predicted: dict[str, str] = {}
+    try:
+        lines = Path(predictions).read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReviewError(f"{predictions}: cannot read predictions ({e})") from e
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if row.get("class") is not None:
+                predicted[str(row["id"])] = str(row["class"])
+        except (ValueError, AttributeError, KeyError) as e:
+            raise ReviewError(f"{predictions}:{n}: not a prediction line ({e})") from e
+    count = 0
+    for it in items:
+        cls = predicted.get(it.id)
+        if cls is None or it.label_id is None or it.label_id not in it.cand_ids:
+            continue
+        it.disagrees = normalize(it.cand_texts[it.cand_ids.index(it.label_id)]) != cls
+        count += it.disagrees
+    return count
 
 
 def _target(item: Item, label_id: str | None) -> int | None:

@@ -170,7 +170,28 @@ def test_other_orders(data):
     assert shuffled == queue_order(notes, set(), "random", seed=3)
     assert "v03" not in queue_order(notes, {"v03"}, "uncertain")
     with pytest.raises(review.ReviewError):
-        queue_order(notes, set(), "disagree")
+        queue_order(notes, set(), "sideways")
+
+
+def test_disagreement_order_puts_classifier_conflicts_first(data, tmp_path):
+    from disamb.textsim import normalize
+
+    items = review.load_items(data["labels"])
+    notes = [it for it in items if it.id in data["ids"] and it.label_id in it.cand_ids]
+    agree, differ = notes[0], notes[-1]
+    chosen = lambda it: it.cand_texts[it.cand_ids.index(it.label_id)]  # noqa: E731
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text(
+        json.dumps({"id": agree.id, "class": normalize(chosen(agree)), "probability": 0.9}) + "\n"
+        + json.dumps({"id": differ.id, "class": "something else entirely", "probability": 0.8}) + "\n"
+    )
+    assert review.mark_disagreements(notes, preds) == 1
+    order = queue_order(notes, set(), "disagree")
+    assert order[0] == differ.id and sorted(order) == sorted(it.id for it in notes)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with pytest.raises(review.ReviewError, match="bad.jsonl:1"):
+        review.mark_disagreements(notes, bad)
 
 
 # ---------------------------------------------------------------- answers and the gold file
