@@ -170,7 +170,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "bench-data")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.json")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--audio-ctx", default="full")
+    ap.add_argument("--audio-ctx", default="auto")
     ap.add_argument("--fit-default", action="store_true")
     args = ap.parse_args()
     options = ClipOptions(batch_size=args.batch_size, audio_ctx=args.audio_ctx)

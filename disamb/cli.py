@@ -112,7 +112,7 @@ def label(
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note: the next N text messages."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="Beam search width (default: greedy)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=256, help="Clips per model batch."),
-    audio_ctx: str = typer.Option("full", "--audio-ctx", help="Encoder context: full (30 s), auto (clip length, at least 10 s) or N (clip length, at least N frames of 20 ms)."),
+    audio_ctx: str = typer.Option("auto", "--audio-ctx", help="Encoder context: full (30 s), auto (clip length, at least 10 s) or N (clip length, at least N frames of 20 ms)."),
     mode: str = typer.Option("full", "--mode", help="full: transcribe every clip; score: transcribe only where the likelihood is unsure (faster)."),
     max_duration: float = typer.Option(120.0, "--max-duration", min=1.0, help="Skip clips longer than this many seconds."),
     min_confidence: Optional[float] = typer.Option(None, "--min-confidence", min=0.0, max=1.0, help="Accept labels at or above this confidence."),
@@ -380,7 +380,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     except ModelError as e:
         fail(str(e))
     cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
-    options = ClipOptions(beam_size=encoder.get("beam_size"), audio_ctx=encoder.get("audio_ctx") or "full")
+    options = ClipOptions(beam_size=encoder.get("beam_size"), audio_ctx=encoder.get("audio_ctx") or "auto")
     try:
         with progress_bar(len(wanted), "embeddings", quiet) as advance:
             embs, clip_errors = embed_notes(lm, wanted, options, cache, on_done=advance)
@@ -416,7 +416,7 @@ def train_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note, as in `label`."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="As given to `label` (keeps the cache hits)."),
-    audio_ctx: str = typer.Option("full", "--audio-ctx", help="As given to `label`: full, auto or a frame count."),
+    audio_ctx: str = typer.Option("auto", "--audio-ctx", help="As given to `label`: full, auto or a frame count."),
     head: str = typer.Option("linear", "--head", help="linear or mlp (one hidden layer)."),
     hidden: int = typer.Option(256, "--hidden", min=4, max=8192, help="Hidden units of the mlp head."),
     loss: Optional[str] = typer.Option(None, "--loss", help="gold, ce, proden, cc or mse (default: proden when some notes have only candidate sets, else ce)."),
@@ -617,7 +617,7 @@ def predict_command(
     if enc.get("key") and enc["key"] != lm.key:
         fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
     cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
-    clip_options = ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "full")
+    clip_options = ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "auto")
     try:
         with progress_bar(len(notes), "embeddings", quiet or as_json) as advance:
             embs, clip_errors = embed_notes(lm, notes, clip_options, cache, on_done=advance)

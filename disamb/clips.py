@@ -29,7 +29,7 @@ from .textsim import render_spoken
 class ClipOptions:
     beam_size: int | None = None
     batch_size: int = 8
-    audio_ctx: str = "full"  # "full", "auto" or a frame count
+    audio_ctx: str = "auto"  # "full", "auto" or a frame count (auto: 2x faster, same accuracy, see benchmarks/speed.py)
     max_duration: float = 120.0
     decode_workers: int = 2
     mode: str = "full"  # "full": transcribe every clip; "score": only where the likelihood is unsure
