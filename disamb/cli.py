@@ -68,6 +68,14 @@ def check_writable(path: Path) -> None:
         fail(f"{path}: is a folder, not a file")
 
 
+def check_recordings_and_context(recordings: Path, audio_ctx: str) -> None:
+    """The checks `label` and `train` share, so both refuse the same inputs alike."""
+    if not recordings.is_dir():
+        fail(f"{recordings}: not a folder of recordings")
+    if audio_ctx not in ("full", "auto") and not audio_ctx.isdigit():
+        fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
+
+
 @contextmanager
 def progress_bar(total: int, label: str, quiet: bool):
     """A rich progress bar with items/s and ETA on stderr; a no-op when quiet."""
@@ -143,10 +151,7 @@ def label(
     from .models import ModelError, load_model
     from .audio import FfmpegMissingError, require_ffmpeg
 
-    if not recordings.is_dir():
-        fail(f"{recordings}: not a folder of recordings")
-    if audio_ctx not in ("full", "auto") and not audio_ctx.isdigit():
-        fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
+    check_recordings_and_context(recordings, audio_ctx)
     if mode not in ("full", "score"):
         fail(f"--mode must be full or score, got {mode!r}")
     if engine not in ("local", "ray"):
@@ -445,10 +450,7 @@ def train_command(
     )
     from .train import train as fit_head
 
-    if not recordings.is_dir():
-        fail(f"{recordings}: not a folder of recordings")
-    if audio_ctx not in ("full", "auto") and not audio_ctx.isdigit():
-        fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
+    check_recordings_and_context(recordings, audio_ctx)
     if head not in ("linear", "mlp"):
         fail(f"--head must be linear or mlp, got {head!r}")
     if loss is not None and loss not in ("gold", "ce", "proden", "cc", "mse"):

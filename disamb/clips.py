@@ -262,3 +262,27 @@ def _malloc_trim():
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
+
+
+def text_priors(
+    lm: LoadedModel, notes: list[VoiceNote], cache: "PriorCache", batch: int = 128
+) -> dict[str, tuple[float, int]]:
+    """Likelihood of every candidate rendering under silent audio: the decoder's prior.
+
+    Short and common texts ("ok", "👍") are cheap for the decoder whatever it hears;
+    subtracting the prior leaves what the audio itself adds (a pointwise mutual
+    information), which is what stops short chatter from winning.
+    """
+    texts = list(dict.fromkeys(r for n in notes for r in renderings_for(n)))
+    found = cache.get_many(texts)
+    todo = [t for t in texts if t not in found]
+    if todo:
+        new: dict[str, tuple[float, int]] = {}
+        with torch.inference_mode():
+            enc = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
+            for start in range(0, len(todo), batch):
+                part = todo[start : start + batch]
+                new.update(zip(part, asr.score_candidates(lm, enc, [part])[0]))
+        cache.put_many(new)
+        found.update(new)
+    return found
