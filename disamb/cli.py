@@ -103,7 +103,8 @@ def progress_bar(total: int, label: str, quiet: bool):
         yield advance
 
 
-def print_line_errors(errors, quiet: bool, limit: int = 50) -> None:
+def print_line_errors(errors, limit: int = 50) -> None:
+    """Skipped lines are always reported, even with --quiet or --json (they go to stderr)."""
     for e in errors[:limit]:
         err.print(f"[yellow]skipped[/yellow] {e}", markup=True, soft_wrap=True)
     if len(errors) > limit:
@@ -164,7 +165,7 @@ def label(
         read = read_notes(chats, recordings, window=window)
     except (InputFileError, FfmpegMissingError) as e:
         fail(str(e))
-    print_line_errors(read.errors, quiet)
+    print_line_errors(read.errors)
     if not read.notes:
         fail(f"{chats}: no voice notes to label ({len(read.errors)} lines skipped)")
     if gold_file is not None:
@@ -232,9 +233,9 @@ def label(
             soft_wrap=True,
         )
         raise typer.Exit(143 if stopped_by else 130)
-    for r in records:
+    for r, note in zip(records, read.notes):  # records come in input order
         if r.get("error"):
-            err.print(f"[yellow]not labelled[/yellow] {chats}:{_line_of(read.notes, r['id'])}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            err.print(f"[yellow]not labelled[/yellow] {chats}:{note.line}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
     data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device),
                                 "clips_computed": times.clips_computed, "clips_cached": times.clips_cached,
                                 "engine": engine} | ({"shards": shard_files} if shards is not None else {})
@@ -257,13 +258,6 @@ def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus
         return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key)
     except RayEngineError as e:
         fail(str(e))
-
-
-def _line_of(notes, note_id: str) -> int:
-    for n in notes:
-        if n.id == note_id:
-            return n.line
-    return 0
 
 
 def print_label_summary(d: dict) -> None:
@@ -469,7 +463,7 @@ def train_command(
         fixed = read_class_file(classes) if classes is not None else None
     except (InputFileError, FfmpegMissingError, ClassFileError) as e:
         fail(str(e))
-    print_line_errors(read.errors, quiet or as_json)
+    print_line_errors(read.errors)
     if not read.notes:
         fail(f"{chats}: no voice notes ({len(read.errors)} lines skipped)")
     if not records:
@@ -607,7 +601,7 @@ def predict_command(
             skipped = refused
     except (InputFileError, FfmpegMissingError) as e:
         fail(str(e))
-    print_line_errors(skipped, quiet or as_json)
+    print_line_errors(skipped)
     if not notes:
         fail(f"{chats or recordings}: no recordings to predict")
 

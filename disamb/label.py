@@ -125,11 +125,11 @@ def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]
         if r in clip.scores:
             total, n = clip.scores[r]
             penalty = FILLER_PENALTY * max(0, fillers - _filler_count(r))
-            scored.append((r, total - penalty, n, penalty))
+            scored.append((r, total - penalty, n))
     if not scored:
         return -100.0, 1, 0.0, 0.0, 0.0, ""
-    r_lik, total, n, _ = max(scored, key=lambda x: x[1])
-    gains = [(r, t - prior[r][0], k) for r, t, k, _ in scored if prior is not None and r in prior]
+    r_lik, total, n = max(scored, key=lambda x: x[1])
+    gains = [(r, t - prior[r][0], k) for r, t, k in scored if prior is not None and r in prior]
     if not gains:
         return total, n, 0.0, 0.0, 0.0, r_lik
     r_pmi, pmi, _ = max(gains, key=lambda g: g[1])
@@ -185,7 +185,7 @@ def label_notes(
     platt = matcher.platt
     if len(gold) >= match.MIN_GOLD_TO_FIT and options.refit:
         conf = np.array([decisions[i].confidence for i in gold])
-        correct = np.array([_is_correct(ok[i].note, ok[i], decisions[i]) for i in gold], float)
+        correct = np.array([_is_correct(ok[i].note, decisions[i]) for i in gold], float)
         platt = match.fit_platt(conf, correct)
     confidences = [match.apply_platt(d.confidence, platt) if d.index is not None else 0.0 for d in decisions]
 
@@ -240,7 +240,7 @@ def _gold_index(note: VoiceNote) -> int:
     return len(note.candidates)
 
 
-def _is_correct(note: VoiceNote, s, d: match.Decision) -> bool:
+def _is_correct(note: VoiceNote, d: match.Decision) -> bool:
     return (d.index if d.index is not None else len(note.candidates)) == _gold_index(note)
 
 
@@ -251,7 +251,7 @@ def _choose_threshold(ok, gold, decisions, confidences, options: MatchOptions, s
     labelled_gold = [i for i in gold if decisions[i].index is not None]
     if options.target_precision is not None and len(labelled_gold) >= 10:
         conf = np.array([confidences[i] for i in labelled_gold])
-        correct = np.array([_is_correct(ok[i].note, ok[i], decisions[i]) for i in labelled_gold])
+        correct = np.array([_is_correct(ok[i].note, decisions[i]) for i in labelled_gold])
         t, prec, cov = match.threshold_for_precision(conf, correct, options.target_precision)
         summary.threshold = t
         summary.threshold_source = (
