@@ -35,6 +35,7 @@ from disamb.chats import read_notes  # noqa: E402
 from disamb.clips import ClipOptions, StageTimes, run_clips  # noqa: E402
 from disamb.cache import PriorCache  # noqa: E402
 from disamb.clips import text_priors  # noqa: E402
+from disamb.evaluate import expected_calibration_error  # noqa: E402
 from disamb.label import MatchOptions, candidate_features, label_notes  # noqa: E402
 from disamb.models import load_model  # noqa: E402
 from disamb.synth import HARD, make_dataset  # noqa: E402
@@ -79,16 +80,9 @@ def metrics(choices: list[str | None], conf: list[float], truth: list[str | None
     order = np.argsort(-c, kind="stable")
     k = max(1, int(round(0.9 * len(order))))
     acc90 = float(right[order[:k]].mean())
-    # ECE over every labelled note: P(label right) vs confidence
+    # ECE over every labelled note: P(label right) vs confidence, as `disamb eval` computes it
     lab = [i for i, ch in enumerate(choices) if ch is not None]
-    lc = np.array([conf[i] for i in lab])
-    lr = np.array([choices[i] == truth[i] for i in lab], float)
-    ece = 0.0
-    bins = np.linspace(0, 1, 11)
-    for lo, hi in zip(bins[:-1], bins[1:]):
-        sel = (lc > lo) & (lc <= hi) if lo > 0 else (lc >= lo) & (lc <= hi)
-        if sel.any():
-            ece += sel.mean() * abs(lc[sel].mean() - lr[sel].mean())
+    ece = expected_calibration_error([conf[i] for i in lab], [choices[i] == truth[i] for i in lab])
     missing = [i for i, t in enumerate(truth) if t is None]
     out = {
         "accuracy": float(right.mean()),

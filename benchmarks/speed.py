@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.accuracy import truth_of  # noqa: E402
 from disamb.synth import SynthConfig, make_dataset  # noqa: E402
 
 CONFIGS = {
@@ -45,14 +46,6 @@ def dataset(data_root: Path, n_notes: int, seed: int) -> Path:
         )
         make_dataset(folder, cfg)
     return folder
-
-
-def truth_map(folder: Path) -> dict[str, str | None]:
-    out = {}
-    for line in (folder / "truth.jsonl").read_text().splitlines():
-        t = json.loads(line)
-        out[t["id"]] = t["label_id"] if t.get("in_window", t["label_id"] is not None) else None
-    return out
 
 
 def accuracy(choices: dict[str, str | None], truth: dict[str, str | None]) -> float:
@@ -95,7 +88,7 @@ def run_ours(folder: Path, config: dict) -> dict:
         "audio_seconds": audio_seconds,
         "stages": stages,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "accuracy": accuracy({r["id"]: r["label_id"] for r in records}, truth_map(folder)),
+        "accuracy": accuracy({r["id"]: r["label_id"] for r in records}, truth_of(folder)),
     }
 
 
@@ -128,7 +121,7 @@ def run_baseline(folder: Path) -> dict:
         "real_time_factor": wall / audio_seconds,
         "audio_seconds": audio_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "accuracy": accuracy(choices, truth_map(folder)),
+        "accuracy": accuracy(choices, truth_of(folder)),
     }
 
 
