@@ -74,8 +74,6 @@ class ClipCache:
 
     def __init__(self, root: Path | None):
         self.root = Path(root) if root is not None else None
-        self.hits = 0
-        self.misses = 0
 
     def _path(self, key: str) -> Path:
         assert self.root is not None

@@ -7,7 +7,7 @@ cannot drift apart in how a note is labelled.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .cache import ClipCache, PriorCache
@@ -44,6 +44,6 @@ def label_all(
         outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times)
     prior = text_priors(lm, notes, PriorCache(cache_root, lm.key)) if match_options.prior else None
     if not match_options.truncated:
-        match_options.truncated = truncated_texts(lm, notes)
+        match_options = replace(match_options, truncated=truncated_texts(lm, notes))
     records, summary, matcher = label_notes(notes, outcomes, match_options, prior)
     return LabelRun(records, summary, matcher, outcomes, times)
