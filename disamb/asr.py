@@ -17,6 +17,7 @@ from whisper.audio import CHUNK_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from whisper.decoding import DecodingOptions, DecodingTask
 
 from .models import LoadedModel
+from .quantize import vocabulary_logits
 
 FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (after the stride-2 conv)
 LOGIT_CHUNK = 512  # positions turned into full-vocabulary logits at once (bounds memory)
@@ -242,11 +243,9 @@ def score_candidates(
     valid = targets >= 0
     hidden = x[valid]
     wanted = targets[valid]
-    weight = dec.token_embedding.weight.to(hidden.dtype)
     token_lp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], LOGIT_CHUNK):
-        logits = (hidden[start : start + LOGIT_CHUNK] @ weight.T).float()
-        lp = logits.log_softmax(-1)
+        lp = vocabulary_logits(dec, hidden[start : start + LOGIT_CHUNK]).log_softmax(-1)
         token_lp[start : start + LOGIT_CHUNK] = lp.gather(1, wanted[start : start + LOGIT_CHUNK, None])[:, 0]
     per_row = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
     per_row[valid] = token_lp

