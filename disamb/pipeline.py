@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .cache import ClipCache, PriorCache
+from .cache import ClipCache
 from .chats import VoiceNote
 from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
 from .label import MatchOptions, Summary, label_notes, truncated_texts
@@ -35,15 +35,20 @@ def label_all(
     cache_root: Path | None = None,
     on_done: Callable[[int], None] | None = None,
     outcomes: dict[str, ClipOutcome] | None = None,
+    times: StageTimes | None = None,
 ) -> LabelRun:
-    """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage."""
+    """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage.
+
+    The priors come first: score mode's sure test needs them as much as the matcher.
+    """
     clip_options = clip_options or ClipOptions()
     match_options = match_options or MatchOptions()
-    times = StageTimes()
+    times = times if times is not None else StageTimes()
+    wants_prior = match_options.prior or (outcomes is None and clip_options.mode == "score")
+    prior = text_priors(lm, notes, cache_root) if wants_prior else None
     if outcomes is None:
-        outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times)
-    prior = text_priors(lm, notes, PriorCache(cache_root, lm.key)) if match_options.prior else None
+        outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times, prior=prior)
     if not match_options.truncated:
         match_options = replace(match_options, truncated=truncated_texts(lm, notes))
-    records, summary, matcher = label_notes(notes, outcomes, match_options, prior)
+    records, summary, matcher = label_notes(notes, outcomes, match_options, prior if match_options.prior else None)
     return LabelRun(records, summary, matcher, outcomes, times)

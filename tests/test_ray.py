@@ -139,14 +139,20 @@ def test_ray_labels_equal_local_labels(dataset, local_run, ray_run):
     assert sum(r["label_id"] is not None for r in run.records) >= N_SPOKEN - 2
 
 
-def test_other_batches_give_the_same_decisions(dataset, tiny_model, local_run, ray_instance):
-    """Batches of 4 cut at row ends differ from the local run's in shape: float32 noise only."""
+def test_other_batches_give_the_same_decisions(dataset, tiny_model_f32, ray_instance):
+    """Batches of 4 cut at row ends differ from a local run's in shape: float32 noise only.
+
+    In float32: with int8 weights the greedy decoder's activations share one scale per
+    batch, so a transcript may change with its batch mates (scores and embeddings are
+    computed clip by clip and do not; test_asr checks that).
+    """
     root, _, notes = dataset
+    local = label_all(tiny_model_f32, notes, options(), match_options(root), root / "cache-local-f32")
     run = label_on_ray(
-        tiny_model, notes, options(BATCH), match_options(root), root / "cache-ray-4",
-        RayOptions(workers=2, max_notes_per_task=BATCH), device="cpu",
+        tiny_model_f32, notes, options(BATCH), match_options(root), root / "cache-ray-4",
+        RayOptions(workers=2, max_notes_per_task=BATCH), device="cpu", compute="float32",
     )
-    same_labels(run.records, local_run.records)
+    same_labels(run.records, local.records)
 
 
 def _clip_entries(cache: Path) -> int:
@@ -190,7 +196,7 @@ def test_killed_worker_is_retried_and_no_note_is_lost_or_repeated(dataset, tiny_
     thread.start()
     try:
         run = label_on_ray(
-            tiny_model, notes, options(2), match_options(root), cache,
+            tiny_model, notes, options(), match_options(root), cache,
             RayOptions(workers=1, max_notes_per_task=len(notes)), device="cpu",
         )
     finally:
