@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment, minimize
 
 FEATURES = (
     "lik_mean",  # log-likelihood per scored token (best rendering)
@@ -183,25 +183,24 @@ def fit(
         strength = base_strength / n
     else:
         w0, b0, strength = torch.zeros(f, dtype=torch.float64), torch.tensor([-3.0], dtype=torch.float64), l2
-    w = w0.clone().requires_grad_(True)
-    b = b0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
+    def loss_and_grad(params: np.ndarray) -> tuple[float, np.ndarray]:
+        p = torch.from_numpy(params).requires_grad_(True)
+        w, b = p[:f], p[f:]
         z = torch.cat([X @ w, b.expand(n, 1)], 1) + mask
         penalty = ((w - w0) ** 2).sum() + (0.0 if base is None else ((b - b0) ** 2).sum())
         loss = torch.nn.functional.cross_entropy(z, y) + strength * penalty
         loss.backward()
-        return loss
+        return float(loss), p.grad.detach().numpy().copy()
 
-    opt.step(closure)
+    found = minimize_lbfgs(loss_and_grad, torch.cat([w0, b0]).numpy(), max_iter=200)
+    w, b = found[:f], found[f:]
     return Matcher(
         features=list(FEATURES),
         mean=mean,
         scale=scale,
-        weights=w.detach().numpy().copy(),
-        none_bias=float(b.detach()[0]),
+        weights=w.copy(),
+        none_bias=float(b[0]),
         source=f"fitted on {n} gold notes",
     )
 
@@ -223,19 +222,27 @@ def fit_platt(confidences: np.ndarray, correct: np.ndarray) -> tuple[float, floa
     c = np.clip(confidences, 1e-6, 1 - 1e-6)
     x = torch.tensor(np.log(c / (1 - c)))
     y = torch.tensor(correct, dtype=torch.float64)
-    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([ab], max_iter=100, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
+    def loss_and_grad(params: np.ndarray) -> tuple[float, np.ndarray]:
+        ab = torch.from_numpy(params).requires_grad_(True)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * x + ab[1], y)
         loss = loss + 1e-3 * (ab[0] - 1) ** 2 + 1e-3 * ab[1] ** 2
         loss.backward()
-        return loss
+        return float(loss), ab.grad.detach().numpy().copy()
 
-    opt.step(closure)
-    a, b = ab.detach().tolist()
+    a, b = minimize_lbfgs(loss_and_grad, np.array([1.0, 0.0]), max_iter=100)
     return (float(a), float(b))
+
+
+def minimize_lbfgs(loss_and_grad, start: np.ndarray, max_iter: int) -> np.ndarray:
+    """scipy's L-BFGS on a torch-computed loss and gradient.
+
+    torch.optim would do the same, but constructing any torch optimizer imports
+    torch._dynamo, which costs 1.8 s per run: more than all of matching.
+    """
+    result = minimize(loss_and_grad, start.astype(np.float64), jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter})
+    return result.x
 
 
 def apply_platt(conf: float, platt: tuple[float, float]) -> float:

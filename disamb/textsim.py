@@ -116,12 +116,19 @@ def digits_of(normalized: str) -> str:
 
 
 def render_spoken(text: str) -> list[str]:
+    """Spoken-style renderings of a typed candidate (a fresh list; see `_render_spoken`)."""
+    return list(_render_spoken(text))
+
+
+@lru_cache(maxsize=65536)
+def _render_spoken(text: str) -> tuple[str, ...]:
     """Spoken-style renderings of a typed candidate, as Whisper would write them.
 
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
     final punctuation). Texts holding a digit code get the code as "1, 1, 5, 8." and as
     words too, and texts with filler words get a version without them: the likelihood
-    keeps the best, since we cannot know which the speaker said.
+    keeps the best, since we cannot know which the speaker said. Cached: a chat text
+    sits in about ten windows.
     """
     base = expand_abbreviations(strip_symbols(text))
     base = re.sub(r"\bi\b", "I", base)
@@ -137,8 +144,8 @@ def render_spoken(text: str) -> list[str]:
             renderings.append(
                 _sentence(_digit_code_re.sub(lambda m: ", ".join(DIGIT_WORDS[int(d)] for d in digits(m)), b))
             )
-    unique = list(dict.fromkeys(r for r in renderings if r))
-    return unique or ["..."]
+    unique = tuple(dict.fromkeys(r for r in renderings if r))
+    return unique or ("...",)
 
 
 def _sentence(text: str) -> str:
