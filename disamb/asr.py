@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import whisper
-from whisper.audio import CHUNK_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from whisper.audio import CHUNK_LENGTH, N_SAMPLES, SAMPLE_RATE
 from whisper.decoding import DecodingOptions, DecodingTask
 
 from .models import LoadedModel
@@ -45,6 +45,14 @@ def audio_ctx_for(seconds: float, full_ctx: int, mode: str | int) -> int:
     return int(min(full_ctx, max(floor, need)))
 
 
+def clip_context(lm: LoadedModel, n_samples: int, mode: str | int) -> int:
+    """Encoder frames a clip gets on its own (clips over 30 s always get all of them)."""
+    full_ctx = lm.model.dims.n_audio_ctx
+    if n_samples > N_SAMPLES:
+        return full_ctx
+    return audio_ctx_for(n_samples / SAMPLE_RATE, full_ctx, mode)
+
+
 def encode(lm: LoadedModel, audios: list[np.ndarray], ctx_mode: str | int = "full") -> list[Encoded]:
     """Encode clips in one batch; clips longer than 30 s are cut into 30 s chunks.
 
@@ -52,7 +60,6 @@ def encode(lm: LoadedModel, audios: list[np.ndarray], ctx_mode: str | int = "ful
     runs the encoder's layers itself instead of calling `model.encoder`.
     """
     model = lm.model
-    full_ctx = model.dims.n_audio_ctx
     chunks: list[np.ndarray] = []
     owner: list[int] = []
     for i, audio in enumerate(audios):
@@ -60,16 +67,15 @@ def encode(lm: LoadedModel, audios: list[np.ndarray], ctx_mode: str | int = "ful
         for c in range(n):
             chunks.append(audio[c * N_SAMPLES : (c + 1) * N_SAMPLES])
             owner.append(i)
-    longest = max(len(c) for c in chunks) / SAMPLE_RATE
-    ctx = full_ctx if any(len(a) > N_SAMPLES for a in audios) else audio_ctx_for(longest, full_ctx, ctx_mode)
-    mels = torch.stack(
-        [
-            whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(c)), model.dims.n_mels)[
-                :, : 2 * ctx
-            ]
-            for c in chunks
-        ]
-    ).to(lm.device, lm.dtype)
+    ctx = max(clip_context(lm, len(a), ctx_mode) for a in audios)
+    on_gpu = lm.device.type == "cuda"
+    mels = []
+    for c in chunks:
+        samples = whisper.pad_or_trim(torch.from_numpy(c))
+        if on_gpu:  # pinned host memory lets the copy overlap; the STFT then runs on the GPU
+            samples = samples.pin_memory().to(lm.device, non_blocking=True)
+        mels.append(whisper.log_mel_spectrogram(samples, model.dims.n_mels)[:, : 2 * ctx])
+    mels = torch.stack(mels).to(lm.device, lm.dtype)
     feats = run_encoder(model, mels, ctx)
     out: list[Encoded] = []
     for i, audio in enumerate(audios):

@@ -191,7 +191,7 @@ def fit(
         penalty = ((w - w0) ** 2).sum() + (0.0 if base is None else ((b - b0) ** 2).sum())
         loss = torch.nn.functional.cross_entropy(z, y) + strength * penalty
         loss.backward()
-        return float(loss), p.grad.detach().numpy().copy()
+        return float(loss.detach()), p.grad.detach().numpy().copy()
 
     found = minimize_lbfgs(loss_and_grad, torch.cat([w0, b0]).numpy(), max_iter=200)
     w, b = found[:f], found[f:]
@@ -228,7 +228,7 @@ def fit_platt(confidences: np.ndarray, correct: np.ndarray) -> tuple[float, floa
         loss = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * x + ab[1], y)
         loss = loss + 1e-3 * (ab[0] - 1) ** 2 + 1e-3 * ab[1] ** 2
         loss.backward()
-        return float(loss), ab.grad.detach().numpy().copy()
+        return float(loss.detach()), ab.grad.detach().numpy().copy()
 
     a, b = minimize_lbfgs(loss_and_grad, np.array([1.0, 0.0]), max_iter=100)
     return (float(a), float(b))
