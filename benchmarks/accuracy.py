@@ -33,7 +33,6 @@ from disamb import match  # noqa: E402
 from disamb.cache import ClipCache  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
 from disamb.clips import ClipOptions, StageTimes, run_clips  # noqa: E402
-from disamb.cache import PriorCache  # noqa: E402
 from disamb.clips import text_priors  # noqa: E402
 from disamb.evaluate import expected_calibration_error  # noqa: E402
 from disamb.label import MatchOptions, candidate_features, label_notes  # noqa: E402
@@ -52,13 +51,13 @@ def build(data_root: Path, n_notes: int, seed: int) -> Path:
     return folder
 
 
-def per_clip(folder: Path, model: str, options: ClipOptions, cache_root: Path):
+def per_clip(folder: Path, model: str, options: ClipOptions, cache_root: Path, compute: str = "auto"):
     read = read_notes(folder / "chats.jsonl", folder / "recordings")
-    lm = load_model(model, "auto")
+    lm = load_model(model, "auto", compute=compute)
     times = StageTimes()
     t = time.perf_counter()
-    outcomes = run_clips(lm, read.notes, options, ClipCache(cache_root), times=times)
-    prior = text_priors(lm, read.notes, PriorCache(cache_root, lm.key))
+    prior = text_priors(lm, read.notes, cache_root)
+    outcomes = run_clips(lm, read.notes, options, ClipCache(cache_root), times=times, prior=prior)
     wall = time.perf_counter() - t
     return read.notes, outcomes, times, wall, lm, prior
 
@@ -138,10 +137,10 @@ def ablation(notes, outcomes, truth_map, prior) -> dict:
     return rows
 
 
-def fit_default(data_root: Path, n_notes: int, model: str, options: ClipOptions, cache_root: Path) -> None:
+def fit_default(data_root: Path, n_notes: int, model: str, options: ClipOptions, cache_root: Path, compute: str) -> None:
     """Fit the shipped default weights on a separate synthetic set, with full truth."""
     folder = build(data_root, n_notes, DEFAULT_FIT_SEED)
-    notes, outcomes, _, _, _, prior = per_clip(folder, model, options, cache_root)
+    notes, outcomes, _, _, _, prior = per_clip(folder, model, options, cache_root, compute)
     truth = truth_of(folder)
     for n in notes:  # every note becomes gold for this fit
         t = truth.get(n.id)
@@ -165,15 +164,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.json")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--audio-ctx", default="auto")
+    ap.add_argument("--compute", default="auto", help="auto (int8 on CPU), int8, float32 or float16")
+    ap.add_argument("--mode", default="full", help="full or score")
     ap.add_argument("--fit-default", action="store_true")
     args = ap.parse_args()
-    options = ClipOptions(batch_size=args.batch_size, audio_ctx=args.audio_ctx)
+    options = ClipOptions(batch_size=args.batch_size, audio_ctx=args.audio_ctx, mode=args.mode)
     cache_root = args.data / "cache"
     if args.fit_default:
-        fit_default(args.data, args.notes, args.model, options, cache_root)
+        fit_default(args.data, args.notes, args.model, options, cache_root, args.compute)
         return
     folder = build(args.data, args.notes, args.seed)
-    notes, outcomes, times, wall, lm, prior = per_clip(folder, args.model, options, cache_root)
+    notes, outcomes, times, wall, lm, prior = per_clip(folder, args.model, options, cache_root, args.compute)
     rows = ablation(notes, outcomes, truth_of(folder), prior)
     result = {
         "dataset": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder),

@@ -29,11 +29,13 @@ from benchmarks.accuracy import truth_of  # noqa: E402
 from disamb.synth import SynthConfig, make_dataset  # noqa: E402
 
 CONFIGS = {
-    "batch 1, full context": dict(batch_size=1, audio_ctx="full", mode="full"),
-    "batch 8, full context": dict(batch_size=8, audio_ctx="full", mode="full"),
-    "batch 8, auto context": dict(batch_size=8, audio_ctx="auto", mode="full"),
-    "batch 8, auto context, score mode": dict(batch_size=8, audio_ctx="auto", mode="score"),
-    "batch 16, context >= 5 s, score mode": dict(batch_size=16, audio_ctx="250", mode="score"),
+    "float32, batch 1, full context": dict(compute="float32", batch_size=1, audio_ctx="full", mode="full"),
+    "float32, batch 8, full context": dict(compute="float32", batch_size=8, audio_ctx="full", mode="full"),
+    "float32, batch 8, auto context": dict(compute="float32", batch_size=8, audio_ctx="auto", mode="full"),
+    "int8, batch 8, full context": dict(compute="int8", batch_size=8, audio_ctx="full", mode="full"),
+    "int8, batch 8, auto context (default)": dict(compute="int8", batch_size=8, audio_ctx="auto", mode="full"),
+    "int8, batch 8, auto context, score mode": dict(compute="int8", batch_size=8, audio_ctx="auto", mode="score"),
+    "int8, batch 16, context >= 5 s, score mode": dict(compute="int8", batch_size=16, audio_ctx="250", mode="score"),
 }
 
 
@@ -57,26 +59,28 @@ def run_ours(folder: Path, config: dict) -> dict:
     """One configuration, in this process: per-clip stage with an empty cache, then matching."""
     import torch
 
-    from disamb.cache import ClipCache, PriorCache
+    from disamb.cache import ClipCache
     from disamb.chats import read_notes
     from disamb.clips import ClipOptions, StageTimes, run_clips, text_priors
     from disamb.label import MatchOptions, label_notes
     from disamb.models import load_model
 
     read = read_notes(folder / "chats.jsonl", folder / "recordings")
-    lm = load_model("tiny.en", "auto")
+    config = dict(config)
+    lm = load_model("tiny.en", "auto", compute=config.pop("compute", "auto"))
+    options = ClipOptions(**config)
     times = StageTimes()
     with tempfile.TemporaryDirectory() as cache_dir:
         t0 = time.perf_counter()
-        outcomes = run_clips(lm, read.notes, ClipOptions(**config), ClipCache(Path(cache_dir)), times=times)
+        prior = text_priors(lm, read.notes, Path(cache_dir))
         t1 = time.perf_counter()
-        prior = text_priors(lm, read.notes, PriorCache(Path(cache_dir), lm.key))
+        outcomes = run_clips(lm, read.notes, options, ClipCache(Path(cache_dir)), times=times, prior=prior)
         t2 = time.perf_counter()
         records, summary, _ = label_notes(read.notes, outcomes, MatchOptions(), prior)
         t3 = time.perf_counter()
     audio_seconds = sum(o.result.seconds for o in outcomes.values() if o.result is not None)
     stages = times.as_dict()
-    stages["priors"] = t2 - t1
+    stages["priors"] = t1 - t0
     stages["matching"] = t3 - t2
     t2 = t3
     return {
