@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import asr
-from .audio import Decoded, content_hash, decode
+from .audio import SAMPLE_RATE, Decoded, content_hash, decode
 from .cache import ClipCache, ClipResult, PriorCache, clip_key
 from .chats import VoiceNote
 from .models import LoadedModel
@@ -73,16 +73,15 @@ def renderings_for(note: VoiceNote) -> list[str]:
     return list(seen)
 
 
-def _sure(note: VoiceNote, scores: dict[str, tuple[float, int]], prior: dict | None, level: float) -> bool:
+def _sure(note: VoiceNote, scores: dict[str, tuple[float, int]], prior: dict | None, matcher, level: float) -> bool:
     """True when the shipped matcher, fed only the likelihoods (and cheap text features
     against the likeliest rendering), already puts `level` of the mass on one candidate."""
     from .label import candidate_features
-    from .match import default_matcher
 
     if not note.candidates:
         return False
     X, _ = candidate_features(note, ClipResult(seconds=0.0, scores=scores), prior, len(note.candidates))
-    return bool(default_matcher().probs(X).max() >= level)
+    return bool(matcher.probs(X).max() >= level)
 
 
 @dataclass
@@ -115,14 +114,18 @@ def run_clips(
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     pending: list[_Prepared] = []
     waiting: list[_Scored] = []  # clips to transcribe, a full batch of one context length at a time
+    matcher = None
+    if options.mode == "score":
+        from .match import default_matcher
+
+        matcher = default_matcher()  # read once: the sure test runs on every clip
 
     def compute(batch: list[_Prepared]) -> None:
         scored = _encode_and_score(lm, batch, options, times)
-        sure = []
-        if options.mode == "score":
-            sure = [s for s in scored if _sure(s.prep.note, s.scores, prior, options.sure)]
-            _finish(lm, sure, options, cache, outcomes, times, on_done, transcribe=False)
-        waiting.extend(s for s in scored if not any(s is t for t in sure))
+        sure = [matcher is not None and _sure(s.prep.note, s.scores, prior, matcher, options.sure) for s in scored]
+        _finish(lm, [s for s, ok in zip(scored, sure) if ok], options, cache, outcomes, times, on_done,
+                transcribe=False)
+        waiting.extend(s for s, ok in zip(scored, sure) if not ok)
         _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=False)
         _release_freed_memory()
 
@@ -236,7 +239,7 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
     for p in batch:
         p.decoded = None  # the samples are not needed again; clips may wait for transcription
     return [
-        _Scored(p, e, dict(zip(p.wanted, sc)), len(a) / 16000)
+        _Scored(p, e, dict(zip(p.wanted, sc)), len(a) / SAMPLE_RATE)
         for p, e, sc, a in zip(batch, encoded, scores, audios)
     ]
 

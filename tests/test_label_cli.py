@@ -108,3 +108,20 @@ def test_unreadable_inputs_exit_2(chat_dir, tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = run_cli("label", chat_dir / "recordings", chat_dir / "chats.jsonl", "--model", "nonsense-model")
     assert r.returncode == 2 and "nonsense-model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_score_mode_skips_sure_transcripts_and_keeps_the_labels(chat_dir, tmp_path):
+    """--mode score: clips the shipped matcher is already sure of are not transcribed."""
+    labels = {}
+    for mode in ("full", "score"):
+        out = tmp_path / f"{mode}.jsonl"
+        proc = run_cli("label", chat_dir / "recordings", chat_dir / "chats.jsonl", "-o", out, "--mode", mode,
+                       "--no-cache", "-q", "--json")
+        assert proc.returncode == 1, proc.stderr  # the broken clip and the bad line, as always
+        labels[mode] = {r["id"]: r for r in map(json.loads, out.read_text("utf-8").splitlines())}
+    spoken = [note_id for note_id, *_ in SAID]
+    skipped = [i for i in spoken if labels["score"][i]["transcript"] is None]
+    assert skipped  # at least one clear clip was decided without a transcript
+    assert all(labels["full"][i]["transcript"] for i in spoken)
+    for note_id, _text, truth, *_ in SAID:
+        assert labels["score"][note_id]["label_id"] == labels["full"][note_id]["label_id"] == truth
