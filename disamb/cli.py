@@ -103,6 +103,14 @@ def progress_bar(total: int, label: str, quiet: bool):
         yield advance
 
 
+def summary_table(title: str) -> Table:
+    """The two-column what/value table every command ends with."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    return table
+
+
 def print_line_errors(errors, limit: int = 50) -> None:
     """Skipped lines are always reported, even with --quiet or --json (they go to stderr)."""
     for e in errors[:limit]:
@@ -261,9 +269,7 @@ def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus
 
 
 def print_label_summary(d: dict) -> None:
-    table = Table(title="disamb label", show_header=False, title_justify="left")
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    table = summary_table("disamb label")
     table.add_row("voice notes read", str(d["notes"]))
     table.add_row("labelled", str(d["labelled"]))
     cov = f" ({d['accepted'] / d['notes']:.0%})" if d["notes"] else ""
@@ -364,7 +370,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     from .train import Classifier, ModelFileError, embed_notes
 
     if recordings is None or not recordings.is_dir():
-        fail(f"--model needs --recordings DIR, the folder of the audio files" + (f" ({recordings} is not a folder)" if recordings else ""))
+        fail("--model needs --recordings DIR, the folder of the audio files" + (f" ({recordings} is not a folder)" if recordings else ""))
     try:
         clf = Classifier.load(model_dir)
         require_ffmpeg()
@@ -535,9 +541,7 @@ def train_command(
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
-        table = Table(title="disamb train", show_header=False, title_justify="left")
-        table.add_column("what")
-        table.add_column("value", justify="right")
+        table = summary_table("disamb train")
         rows = summary["rows"]
         table.add_row("voice notes read", str(summary["notes"]))
         table.add_row("with embeddings", f"{summary['with_embedding']} ({summary['errors']} failed)")
@@ -634,9 +638,7 @@ def predict_command(
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:
-        table = Table(title="disamb predict", show_header=False, title_justify="left")
-        table.add_column("what")
-        table.add_column("value", justify="right")
+        table = summary_table("disamb predict")
         table.add_row("recordings", str(data["notes"]))
         table.add_row("predicted", f"{data['predicted']} ({data['errors']} failed)")
         table.add_row("classes", str(data["classes"]))
@@ -752,9 +754,7 @@ def import_export(
     else:
         for e in result.errors[:50]:
             err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
-        table = Table(title=f"disamb import {kind}", show_header=False, title_justify="left")
-        table.add_column("what")
-        table.add_column("value", justify="right")
+        table = summary_table(f"disamb import {kind}")
         table.add_row("messages read", str(result.n_messages))
         table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
         table.add_row("text messages", str(result.n_text))
