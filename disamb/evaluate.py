@@ -741,6 +741,12 @@ def _pyplot():
     return plt
 
 
+def _save_figure(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)  # pyplot keeps every open figure alive otherwise
+
+
 def plot_risk_coverage(result: dict, path: Path) -> None:
     plt = _pyplot()
     rc = result["risk_coverage"]
@@ -763,9 +769,7 @@ def plot_risk_coverage(result: dict, path: Path) -> None:
     ax.set_title("Risk–coverage on gold")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
 
 
 def plot_reliability(result: dict, path: Path) -> None:
@@ -789,9 +793,7 @@ def plot_reliability(result: dict, path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
 
 
 def plot_confidence_histogram(result: dict, path: Path) -> None:
@@ -812,9 +814,7 @@ def plot_confidence_histogram(result: dict, path: Path) -> None:
     ax.set_ylabel("gold notes")
     ax.set_title("Confidence of labelled gold notes")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
 
 
 def plot_confusion(model: dict, path: Path, max_labels: int = 40) -> None:
@@ -840,9 +840,7 @@ def plot_confusion(model: dict, path: Path, max_labels: int = 40) -> None:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Classifier confusion matrix (n={model['n']}, accuracy {model['accuracy']:.1%})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
 
 
 PLOTS = {

@@ -275,26 +275,24 @@ def _ct2_to_openai(variables: dict[str, np.ndarray]) -> tuple[ModelDimensions, d
     scalar("decoder/alignment_heads")
     scalar("decoder/alignment_layer")
 
-    for i in range(n_audio_layer):
-        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
+    def self_attention_and_ffn(src: str, dst: str) -> None:
+        """The parts every encoder and decoder block has."""
         fused(f"{src}/self_attention/linear_0", [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"])
         linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
         norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
         linear(f"{src}/ffn/linear_0", f"{dst}.mlp.0")
         linear(f"{src}/ffn/linear_1", f"{dst}.mlp.2")
         norm(f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
+
+    for i in range(n_audio_layer):
+        self_attention_and_ffn(f"encoder/layer_{i}", f"encoder.blocks.{i}")
     for i in range(n_text_layer):
         src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        fused(f"{src}/self_attention/linear_0", [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"])
-        linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
-        norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
+        self_attention_and_ffn(src, dst)
         linear(f"{src}/attention/linear_0", f"{dst}.cross_attn.query")
         fused(f"{src}/attention/linear_1", [f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"])
         linear(f"{src}/attention/linear_2", f"{dst}.cross_attn.out")
         norm(f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln")
-        linear(f"{src}/ffn/linear_0", f"{dst}.mlp.0")
-        linear(f"{src}/ffn/linear_1", f"{dst}.mlp.2")
-        norm(f"{src}/ffn/layer_norm", f"{dst}.mlp_ln")
 
     linear("encoder/conv1", "encoder.conv1")
     linear("encoder/conv2", "encoder.conv2")
