@@ -391,14 +391,9 @@ def notes_from_chat(
             msg = _chat_message(obj)
             msg.line = line
             n_well_formed += 1
-            if msg.id in first_seen:
-                raise _BadLine(f"duplicate id {_show(msg.id)} (first seen on line {first_seen[msg.id]})")
-            first_seen[msg.id] = line
+            _claim_id(first_seen, msg.id, line)
             if msg.kind == "voice":
-                try:
-                    msg.audio = resolve_audio(recordings, msg.file or "")
-                except AudioPathError as exc:
-                    raise _BadLine(str(exc)) from None
+                msg.audio = _line_audio(recordings, msg.file or "")
         except _BadLine as exc:
             errors.append(LineError(source, line, str(exc)))
             continue
@@ -529,18 +524,28 @@ def notes_from_manifest(
         try:
             entry = _manifest_entry(obj)
             n_well_formed += 1
-            if entry.id in first_seen:
-                raise _BadLine(f"duplicate id {_show(entry.id)} (first seen on line {first_seen[entry.id]})")
-            first_seen[entry.id] = line
-            try:
-                audio = resolve_audio(recordings, entry.audio)
-            except AudioPathError as exc:
-                raise _BadLine(str(exc)) from None
+            _claim_id(first_seen, entry.id, line)
+            audio = _line_audio(recordings, entry.audio)
         except _BadLine as exc:
             errors.append(LineError(source, line, str(exc)))
             continue
         notes.append(_entry_note(entry, audio, line))
     return notes, n_well_formed
+
+
+def _claim_id(first_seen: dict[str, int], note_id: str, line: int) -> None:
+    """Record the line an id first appears on; a second appearance is a bad line."""
+    if note_id in first_seen:
+        raise _BadLine(f"duplicate id {_show(note_id)} (first seen on line {first_seen[note_id]})")
+    first_seen[note_id] = line
+
+
+def _line_audio(recordings: Path, file: str) -> Path:
+    """The line's audio inside the recordings folder, or the reason it is refused."""
+    try:
+        return resolve_audio(recordings, file)
+    except AudioPathError as exc:
+        raise _BadLine(str(exc)) from None
 
 
 # ---------------------------------------------------------------- entry point
