@@ -95,29 +95,26 @@ def _whisper_to_ct2(model: Whisper) -> dict[str, np.ndarray]:
     lin("encoder/conv1", "encoder.conv1")
     lin("encoder/conv2", "encoder.conv2")
     out["encoder/position_encodings/encodings"] = sd["encoder.positional_embedding"]
-    for i in range(dims.n_audio_layer):
-        s, d = f"encoder.blocks.{i}", f"encoder/layer_{i}"
+    def self_attention_and_ffn(s: str, d: str) -> None:
         fused(f"{d}/self_attention/linear_0", [f"{s}.attn.query", f"{s}.attn.key", f"{s}.attn.value"])
         lin(f"{d}/self_attention/linear_1", f"{s}.attn.out")
         ln(f"{d}/self_attention/layer_norm", f"{s}.attn_ln")
         lin(f"{d}/ffn/linear_0", f"{s}.mlp.0")
         lin(f"{d}/ffn/linear_1", f"{s}.mlp.2")
         ln(f"{d}/ffn/layer_norm", f"{s}.mlp_ln")
+
+    for i in range(dims.n_audio_layer):
+        self_attention_and_ffn(f"encoder.blocks.{i}", f"encoder/layer_{i}")
     ln("encoder/layer_norm", "encoder.ln_post")
     out["decoder/embeddings/weight"] = sd["decoder.token_embedding.weight"]
     out["decoder/position_encodings/encodings"] = sd["decoder.positional_embedding"]
     for i in range(dims.n_text_layer):
         s, d = f"decoder.blocks.{i}", f"decoder/layer_{i}"
-        fused(f"{d}/self_attention/linear_0", [f"{s}.attn.query", f"{s}.attn.key", f"{s}.attn.value"])
-        lin(f"{d}/self_attention/linear_1", f"{s}.attn.out")
-        ln(f"{d}/self_attention/layer_norm", f"{s}.attn_ln")
+        self_attention_and_ffn(s, d)
         lin(f"{d}/attention/linear_0", f"{s}.cross_attn.query")
         fused(f"{d}/attention/linear_1", [f"{s}.cross_attn.key", f"{s}.cross_attn.value"])
         lin(f"{d}/attention/linear_2", f"{s}.cross_attn.out")
         ln(f"{d}/attention/layer_norm", f"{s}.cross_attn_ln")
-        lin(f"{d}/ffn/linear_0", f"{s}.mlp.0")
-        lin(f"{d}/ffn/linear_1", f"{s}.mlp.2")
-        ln(f"{d}/ffn/layer_norm", f"{s}.mlp_ln")
     ln("decoder/layer_norm", "decoder.ln")
     out["encoder/num_heads"] = np.int16(dims.n_audio_head)
     out["decoder/num_heads"] = np.int16(dims.n_text_head)
