@@ -37,8 +37,11 @@ CHAT_ABBREVIATIONS: dict[str, str] = {
     "abt": "about", "wknd": "weekend", "approx": "approximately", "prob": "probably",
     "probs": "probably", "def": "definitely", "sry": "sorry", "soz": "sorry", "luv": "love",
     "nite": "night", "wat": "what", "wot": "what", "dunno": "do not know", "gonna": "going to",
-    "wanna": "want to", "gotta": "got to", "im": "i am", "ive": "i have", "dont": "do not",
-    "cant": "can not", "wont": "will not", "didnt": "did not", "isnt": "is not", "thats": "that is",
+    "wanna": "want to", "gotta": "got to",
+    # contractions typed without the apostrophe: said (and written by Whisper) as "I'm", not
+    # "I am"; the normaliser still expands both forms alike
+    "im": "i'm", "ive": "i've", "dont": "don't", "cant": "can't", "wont": "won't",
+    "didnt": "didn't", "isnt": "isn't", "thats": "that's", "doesnt": "doesn't", "youre": "you're",
 }
 
 # Words people add when typing what they said, or say without typing; never decisive.
@@ -126,15 +129,17 @@ def _render_spoken(text: str) -> tuple[str, ...]:
 
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
     final punctuation). Texts holding a digit code get the code as "1, 1, 5, 8." and as
-    words too, and texts with filler words get a version without them: the likelihood
-    keeps the best, since we cannot know which the speaker said. Cached: a chat text
-    sits in about ten windows.
+    words too, texts with filler words get a version without them, and texts with a
+    misspelt word get a spell-corrected version (a typo splits a word into rare
+    tokens the speaker never said): the likelihood keeps the best, since we cannot
+    know which the speaker said. Cached: a chat text sits in about ten windows.
     """
     base = expand_abbreviations(strip_symbols(text))
     base = re.sub(r"\bi\b", "I", base)
     words = base.split()
     trimmed = " ".join(w for w in words if w.lower().strip(".,!?") not in FILLER_WORDS)
     bases = [base] + ([trimmed] if trimmed and trimmed != base else [])
+    bases += [c for c in (correct_spelling(b) for b in bases) if c not in bases]
     renderings: list[str] = []
     for b in bases:
         renderings.append(_sentence(b))
@@ -146,6 +151,35 @@ def _render_spoken(text: str) -> tuple[str, ...]:
             )
     unique = tuple(dict.fromkeys(r for r in renderings if r))
     return unique or ("...",)
+
+
+@lru_cache(maxsize=1)
+def _speller():
+    from spellchecker import SpellChecker
+
+    # One edit (a dropped, doubled, swapped or wrong letter) covers most typing slips;
+    # two edits cost up to half a second on a word with no near neighbour.
+    return SpellChecker(distance=1)
+
+
+@lru_cache(maxsize=65536)
+def correct_spelling(text: str) -> str:
+    """`text` with each unknown word of three or more letters replaced by the most
+    frequent English word one edit away ("hoome" -> "home"); known words, short words,
+    numbers and words with no close neighbour are kept as they are."""
+    speller = _speller()
+
+    def fix(match: re.Match) -> str:
+        word = match.group(0)
+        lower = word.lower()
+        if len(lower) < 3 or lower in speller:
+            return word
+        better = speller.correction(lower)
+        if not better or better == lower:
+            return word
+        return better.capitalize() if word[0].isupper() else better
+
+    return re.sub(r"(?<![\w'])[A-Za-z]+(?:'[A-Za-z]+)?(?![\w'])", fix, text)
 
 
 def _sentence(text: str) -> str:
