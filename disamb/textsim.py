@@ -128,8 +128,8 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     """Spoken-style renderings of a typed candidate, as Whisper would write them.
 
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
-    final punctuation). Texts holding a digit code get the code as "1, 1, 5, 8." and as
-    words too, texts with filler words get a version without them, and texts with a
+    final punctuation). Texts holding a digit code get the code as "1158.", as
+    "1, 1, 5, 8." and as words too, texts with filler words get a version without them, and texts with a
     misspelt word get a spell-corrected version (a typo splits a word into rare
     tokens the speaker never said): the likelihood keeps the best, since we cannot
     know which the speaker said. Cached: a chat text sits in about ten windows.
@@ -145,6 +145,7 @@ def _render_spoken(text: str) -> tuple[str, ...]:
         renderings.append(_sentence(b))
         if _digit_code_re.search(b):
             digits = lambda m: [d for d in m.group(0) if d.isdigit()]  # noqa: E731
+            renderings.append(_sentence(_digit_code_re.sub(lambda m: "".join(digits(m)), b)))
             renderings.append(_sentence(_digit_code_re.sub(lambda m: ", ".join(digits(m)), b)))
             renderings.append(
                 _sentence(_digit_code_re.sub(lambda m: ", ".join(DIGIT_WORDS[int(d)] for d in digits(m)), b))
