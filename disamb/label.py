@@ -72,16 +72,17 @@ def candidate_features(
     if transcript is None:
         # --mode score skipped transcription because the likelihood was sure: compare
         # against the rendering the likelihood prefers instead.
-        transcript = max(best, key=lambda b: (b[2], b[0]))[5] if best else ""
+        transcript = max(best, key=lambda b: (b[1], b[0]))[3] if best else ""
     for j, cand in enumerate(note.candidates):
-        total, n, pmi, pmi_mean, pmi_typed, _ = best[j]
+        total, pmi, pmi_typed, _ = best[j]
+        chars = max(1, len(normalize(cand.text)))
         f = {
-            "lik_mean": total / max(n, 1),
+            "lik_per_char": total / chars,
             "lik_sum": total,
             "lik_prior": pmi,
-            "pmi_mean": pmi_mean,
+            "pmi_per_char": pmi / chars,
             "pmi_typed": pmi_typed,
-            "log_tokens": math.log(max(n, 1)),
+            "log_chars": math.log(chars),
             **text_features(transcript, cand.text),
             "position": j / max(window, 1),
             "gap": (math.log1p(max(0.0, cand.ts - note.ts)) / 5.0) if cand.ts is not None and note.ts is not None else 0.0,
@@ -110,7 +111,7 @@ FILLER_PENALTY = 1.0  # nats per filler word a rendering assumes the typist adde
 
 
 def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]] | None):
-    """(summed log-lik, tokens, PMI, PMI per token, PMI as typed, rendering) of a candidate.
+    """(summed log-lik, PMI, PMI as typed, rendering) of a candidate.
 
     Each statistic takes its own best rendering, since we cannot know how the speaker
     said it. A rendering that drops filler words ("ok", "code") pays FILLER_PENALTY per
@@ -127,16 +128,15 @@ def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]
             penalty = FILLER_PENALTY * max(0, fillers - _filler_count(r))
             scored.append((r, total - penalty, n))
     if not scored:
-        return -100.0, 1, 0.0, 0.0, 0.0, ""
-    r_lik, total, n = max(scored, key=lambda x: x[1])
-    gains = [(r, t - prior[r][0], k) for r, t, k in scored if prior is not None and r in prior]
+        return -100.0, 0.0, 0.0, ""
+    r_lik, total, _ = max(scored, key=lambda x: x[1])
+    gains = [(r, t - prior[r][0]) for r, t, _ in scored if prior is not None and r in prior]
     if not gains:
-        return total, n, 0.0, 0.0, 0.0, r_lik
-    r_pmi, pmi, _ = max(gains, key=lambda g: g[1])
-    pmi_mean = max(g[1] / max(g[2], 1) for g in gains)
+        return total, 0.0, 0.0, r_lik
+    r_pmi, pmi = max(gains, key=lambda g: g[1])
     # the text as typed (only cleaned, nothing dropped)
     base = gains[0][1] if gains[0][0] == renderings[0] else pmi
-    return total, n, pmi, pmi_mean, base, r_pmi
+    return total, pmi, base, r_pmi
 
 
 def _filler_count(text: str) -> int:
@@ -221,14 +221,29 @@ def _probabilities(ok, gold, base: match.Matcher, options: MatchOptions, summary
             if folds[j] == k:
                 oof_logits[j] = m.logits(Xs[j])
     temperature = match.fit_temperature(oof_logits, ys)
+    cv_right = [int(np.argmax(z)) == y for z, y in zip(oof_logits, ys)]
+    # The gold decides whether refitting is worth it: the starting weights never saw it,
+    # so their log-loss on it is as honest as the refit's out-of-fold one. A small gold
+    # subset can fit noise, and a worse fit would also be a worse-calibrated one.
+    base_logits = [base.logits(x) for x in Xs]
+    if _log_loss(base_logits, ys) <= _log_loss([z / temperature for z in oof_logits], ys):
+        summary.cv_accuracy = float(np.mean([int(np.argmax(z)) == y for z, y in zip(base_logits, ys)]))
+        summary.extra["refit"] = (
+            f"kept {base.source} weights: log-loss on gold {_log_loss(base_logits, ys):.3f} "
+            f"vs {_log_loss([z / temperature for z in oof_logits], ys):.3f} refitted (cross-validated)"
+        )
+        return [base.probs(s.X) for s in ok], base
     final = match.fit(Xs, ys, base=base, base_strength=options.base_strength)
     final.temperature = temperature
-    cv_right = [int(np.argmax(z)) == y for z, y in zip(oof_logits, ys)]
     summary.cv_accuracy = float(np.mean(cv_right))
     probs = [final.probs(s.X) for s in ok]
     for j, i in enumerate(gold):
         probs[i] = match.softmax(oof_logits[j] / temperature)
     return probs, final
+
+
+def _log_loss(logits: list[np.ndarray], targets: list[int]) -> float:
+    return float(np.mean([-math.log(max(match.softmax(z)[y], 1e-12)) for z, y in zip(logits, targets)]))
 
 
 def _gold_index(note: VoiceNote) -> int:

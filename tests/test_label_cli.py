@@ -82,7 +82,7 @@ def test_label_end_to_end(chat_dir, tmp_path):
         probs = [c["prob"] for c in x["candidates"]] + [x["prob_none"]]
         assert abs(sum(probs) - 1.0) < 1e-3
         assert x["label"] == next(c["text"] for c in x["candidates"] if c["id"] == x["label_id"])
-        assert set(x["candidates"][0]["features"]) >= {"lik_mean", "cer", "token_set"}
+        assert set(x["candidates"][0]["features"]) >= {"lik_per_char", "cer", "token_set"}
     assert recs[0]["gold_label_id"] == "m2"
     assert recs[4]["gold_label_id"] == "m10"  # gold given as text, matched to its candidate
 

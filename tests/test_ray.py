@@ -60,7 +60,7 @@ def dataset(tmp_path_factory):
     info.chats.write_text("\n".join(lines) + "\n", "utf-8")
     # Hand-set weights over the current features: the engines are compared, not the
     # matcher, so the test does not depend on the shipped default weights.
-    w = {"lik_mean": 1.0, "lik_sum": 1.0, "cer": -1.0, "token_set": 0.5, "digit_dist": -0.5}
+    w = {"lik_per_char": 1.0, "lik_sum": 1.0, "cer": -1.0, "token_set": 0.5, "digit_dist": -0.5}
     f = list(match.FEATURES)
     matcher = match.Matcher(f, np.zeros(len(f)), np.ones(len(f)), np.array([w.get(k, 0.0) for k in f]), -1e3)
     matcher.save(root / "matcher.json")

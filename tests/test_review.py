@@ -79,7 +79,7 @@ def make_review_data(folder: Path, n_notes: int = N_NOTES, seed: int = 0) -> dic
         nid = f"v{i:02d}"
         write_tone(rec_dir / f"{nid}.wav", freq=300 + 40 * i)
         feats = rng.normal(0, 1, (10, len(match.FEATURES)))
-        feats[truth[i], 0] += 3.0  # lik_mean
+        feats[truth[i], 0] += 3.0  # lik_per_char
         feats[truth[i], 4] -= 2.0  # cer
         top = 0.30 + 0.04 * rank[i]
         probs = np.full(10, (1 - top) / 10)
