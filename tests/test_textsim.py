@@ -1,6 +1,6 @@
 from hypothesis import given, settings, strategies as st
 
-from disamb.textsim import normalize, render_spoken, text_features
+from disamb.textsim import correct_spelling, normalize, render_spoken, text_features
 
 
 def test_typed_and_spoken_forms_meet():
@@ -22,6 +22,26 @@ def test_renderings_cover_code_styles_and_fillers():
     assert "One, one, five, eight." in r and "1, 1, 5, 8." in r
     assert render_spoken("see u at 5 😀")[0] == "See you at 5."
     assert render_spoken("😀") == ["..."]
+
+
+def test_spaced_codes_are_also_rendered_merged():
+    assert "2273 okay." in render_spoken("2 2 7 3 ok") and "2273." in render_spoken("2 2 7 3 ok")
+
+
+def test_misspelt_candidates_get_a_corrected_rendering_as_well():
+    r = render_spoken("dont forget ur umberlla")
+    assert r == ["Don't forget your umberlla.", "Don't forget your umbrella."]
+    assert render_spoken("running 30 mins ltae")[1] == "Running 30 minutes late."
+    # known words, short words and digits stay; a correct text gets no second rendering
+    assert correct_spelling("see you at the gym at 5") == "see you at the gym at 5"
+    assert render_spoken("see you at the gym") == ["See you at the gym."]
+    assert correct_spelling("Hoome") == "Home"
+
+
+def test_contractions_typed_without_apostrophe_render_as_spoken():
+    assert render_spoken("im driving")[0] == "I'm driving."
+    assert render_spoken("dont wait")[0] == "Don't wait."
+    assert normalize("im late") == normalize("I'm late") == normalize("I am late")
 
 
 def test_features_prefer_the_right_candidate():
