@@ -158,7 +158,7 @@ def fit_default(data_root: Path, n_notes: int, model: str, options: ClipOptions,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--notes", type=int, default=None, help=f"default 300, or {DEFAULT_FIT_NOTES} with --fit-default")
+    ap.add_argument("--notes", type=int, default=None, help=f"default {HARD.n_notes}, or {DEFAULT_FIT_NOTES} with --fit-default")
     ap.add_argument("--seed", type=int, default=HARD.seed)
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--data", type=Path, default=ROOT / "bench-data")
@@ -174,7 +174,7 @@ def main() -> None:
     if args.fit_default:
         fit_default(args.data, args.notes or DEFAULT_FIT_NOTES, args.model, options, cache_root, args.compute)
         return
-    folder = build(args.data, args.notes or 300, args.seed)
+    folder = build(args.data, args.notes or HARD.n_notes, args.seed)
     notes, outcomes, times, wall, lm, prior = per_clip(folder, args.model, options, cache_root, args.compute)
     rows = ablation(notes, outcomes, truth_of(folder), prior)
     result = {

@@ -124,13 +124,13 @@ def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]
     scored = []
     for r in renderings:
         if r in clip.scores:
-            total, n = clip.scores[r]
+            total = clip.scores[r][0]
             penalty = FILLER_PENALTY * max(0, fillers - _filler_count(r))
-            scored.append((r, total - penalty, n))
+            scored.append((r, total - penalty))
     if not scored:
         return -100.0, 0.0, 0.0, ""
-    r_lik, total, _ = max(scored, key=lambda x: x[1])
-    gains = [(r, t - prior[r][0]) for r, t, _ in scored if prior is not None and r in prior]
+    r_lik, total = max(scored, key=lambda x: x[1])
+    gains = [(r, t - prior[r][0]) for r, t in scored if prior is not None and r in prior]
     if not gains:
         return total, 0.0, 0.0, r_lik
     r_pmi, pmi = max(gains, key=lambda g: g[1])
@@ -221,29 +221,26 @@ def _probabilities(ok, gold, base: match.Matcher, options: MatchOptions, summary
             if folds[j] == k:
                 oof_logits[j] = m.logits(Xs[j])
     temperature = match.fit_temperature(oof_logits, ys)
-    cv_right = [int(np.argmax(z)) == y for z, y in zip(oof_logits, ys)]
+    oof_logits = [z / temperature for z in oof_logits]
     # The gold decides whether refitting is worth it: the starting weights never saw it,
     # so their log-loss on it is as honest as the refit's out-of-fold one. A small gold
     # subset can fit noise, and a worse fit would also be a worse-calibrated one.
     base_logits = [base.logits(x) for x in Xs]
-    if _log_loss(base_logits, ys) <= _log_loss([z / temperature for z in oof_logits], ys):
-        summary.cv_accuracy = float(np.mean([int(np.argmax(z)) == y for z, y in zip(base_logits, ys)]))
+    base_loss, refit_loss = match.log_loss(base_logits, ys), match.log_loss(oof_logits, ys)
+    if base_loss <= refit_loss:
+        summary.cv_accuracy = match.top1_accuracy(base_logits, ys)
         summary.extra["refit"] = (
-            f"kept {base.source} weights: log-loss on gold {_log_loss(base_logits, ys):.3f} "
-            f"vs {_log_loss([z / temperature for z in oof_logits], ys):.3f} refitted (cross-validated)"
+            f"kept {base.source} weights: log-loss on gold {base_loss:.3f} "
+            f"vs {refit_loss:.3f} refitted (cross-validated)"
         )
         return [base.probs(s.X) for s in ok], base
     final = match.fit(Xs, ys, base=base, base_strength=options.base_strength)
     final.temperature = temperature
-    summary.cv_accuracy = float(np.mean(cv_right))
+    summary.cv_accuracy = match.top1_accuracy(oof_logits, ys)
     probs = [final.probs(s.X) for s in ok]
     for j, i in enumerate(gold):
-        probs[i] = match.softmax(oof_logits[j] / temperature)
+        probs[i] = match.softmax(oof_logits[j])
     return probs, final
-
-
-def _log_loss(logits: list[np.ndarray], targets: list[int]) -> float:
-    return float(np.mean([-math.log(max(match.softmax(z)[y], 1e-12)) for z, y in zip(logits, targets)]))
 
 
 def _gold_index(note: VoiceNote) -> int:

@@ -208,11 +208,20 @@ def fit(
     )
 
 
+def log_loss(logits: list[np.ndarray], targets: list[int]) -> float:
+    """Mean negative log-probability of each note's answer under the softmax of its logits."""
+    return float(np.mean([-math.log(max(softmax(z)[y], 1e-12)) for z, y in zip(logits, targets)]))
+
+
+def top1_accuracy(logits: list[np.ndarray], targets: list[int]) -> float:
+    return float(np.mean([int(np.argmax(z)) == y for z, y in zip(logits, targets)]))
+
+
 def fit_temperature(logits: list[np.ndarray], targets: list[int]) -> float:
     """The single temperature that makes out-of-fold probabilities honest (min NLL)."""
     best_t, best_nll = 1.0, math.inf
     for t in np.exp(np.linspace(math.log(0.1), math.log(10), 121)):
-        nll = -sum(math.log(max(softmax(z / t)[y], 1e-12)) for z, y in zip(logits, targets))
+        nll = log_loss([z / t for z in logits], targets)
         if nll < best_nll:
             best_t, best_nll = float(t), nll
     return best_t

@@ -129,10 +129,11 @@ def _render_spoken(text: str) -> tuple[str, ...]:
 
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
     final punctuation). Texts holding a digit code get the code as "1158.", as
-    "1, 1, 5, 8." and as words too, texts with filler words get a version without them, and texts with a
-    misspelt word get a spell-corrected version (a typo splits a word into rare
-    tokens the speaker never said): the likelihood keeps the best, since we cannot
-    know which the speaker said. Cached: a chat text sits in about ten windows.
+    "1, 1, 5, 8." and as words too, texts with filler words get a version without
+    them, and texts with a misspelt word get a spell-corrected version (a typo splits
+    a word into rare tokens the speaker never said): the likelihood keeps the best,
+    since we cannot know which the speaker said. Cached: a chat text sits in about
+    ten windows.
     """
     base = expand_abbreviations(strip_symbols(text))
     base = re.sub(r"\bi\b", "I", base)
