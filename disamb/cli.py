@@ -139,7 +139,8 @@ def label(
     prior: bool = typer.Option(True, "--prior/--no-prior", help="Subtract each candidate's likelihood under silent audio (what the audio adds)."),
     matcher_in: Optional[Path] = typer.Option(None, "--matcher", help="Matcher weights (JSON) to use instead of the shipped defaults."),
     gold_file: Optional[Path] = typer.Option(None, "--gold", help="Extra gold answers (the gold.jsonl written by disamb review); they win over the chat file's."),
-    refit: bool = typer.Option(True, "--refit/--no-refit", help="Fit the matcher on the gold subset when it has 30+ notes."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="With 30+ gold notes, let the gold choose (cross-validated log-loss) among the starting weights, a refit and a minimal model."),
+    position_prior: bool = typer.Option(True, "--position-prior/--no-position-prior", help="Learn from this run's notes where in the window (and how long after the note) answers sit."),
     save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher used (fitted or default) here."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
@@ -205,7 +206,7 @@ def label(
             beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration, mode=mode
         )
         match_options = MatchOptions(
-            window=window, assign=assign, prior=prior, refit=refit, matcher=matcher_in,
+            assign=assign, prior=prior, position_prior=position_prior, refit=refit, matcher=matcher_in,
             min_confidence=min_confidence, target_precision=target_precision,
         )
         try:
@@ -290,13 +291,19 @@ def print_label_summary(d: dict) -> None:
             )
         if d["cv_accuracy"] is not None:
             table.add_row("matcher cross-validated accuracy", f"{d['cv_accuracy']:.3f}")
+        if d["matcher_losses"]:
+            losses = ", ".join(f"{k} {v:.3f}" for k, v in d["matcher_losses"].items())
+            table.add_row("log-loss on gold (cross-validated)", losses)
     else:
         table.add_row("gold notes", "0 (add label_id to some voice notes to measure accuracy)")
+    if d["window_prior"]:
+        shares = " ".join(f"{x:.0%}" for x in d["window_prior"]["position"])
+        table.add_row("answers by window position (learned)", shares)
     table.add_row("model", f"{d['model']} on {d['device']}")
     table.add_row("written", d["output"])
     out.print(table)
-    for k, v in d.get("extra", {}).items():
-        err.print(f"note: {v}", soft_wrap=True)
+    for remark in d["remarks"]:
+        err.print(f"note: {remark}", soft_wrap=True)
 
 
 @app.command("eval")

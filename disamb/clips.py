@@ -22,6 +22,7 @@ from . import asr
 from .audio import SAMPLE_RATE, Decoded, content_hash, decode
 from .cache import ClipCache, ClipResult, PriorCache, clip_key
 from .chats import VoiceNote
+from .features import candidate_features
 from .models import LoadedModel
 from .textsim import render_spoken
 
@@ -76,11 +77,9 @@ def renderings_for(note: VoiceNote) -> list[str]:
 def _sure(note: VoiceNote, scores: dict[str, tuple[float, int]], prior: dict | None, matcher, level: float) -> bool:
     """True when the shipped matcher, fed only the likelihoods (and cheap text features
     against the likeliest rendering), already puts `level` of the mass on one candidate."""
-    from .label import candidate_features
-
     if not note.candidates:
         return False
-    X, _ = candidate_features(note, ClipResult(seconds=0.0, scores=scores), prior, len(note.candidates))
+    X, _ = candidate_features(note, ClipResult(seconds=0.0, scores=scores), prior)
     return bool(matcher.probs(X).max() >= level)
 
 

@@ -1,6 +1,6 @@
-"""Turn per-clip results into labels: features per candidate, the matcher (fitted on
-gold when there is enough), the one-to-one assignment, calibration and acceptance.
-Produces the records of labels.jsonl and the run summary.
+"""Turn per-clip results into labels: the matcher (chosen on gold when there is
+enough), the window prior learned from the run, the one-to-one assignment, calibration
+and acceptance. Produces the records of labels.jsonl and the run summary.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ from . import match
 from .cache import ClipResult, write_atomic
 from .chats import VoiceNote
 from .clips import ClipOutcome
-from .textsim import FILLER_WORDS, normalize, render_spoken, text_features
+from .features import FEATURES, MINIMAL, candidate_features, slots
+from .textsim import render_spoken
 
 
 @dataclass
 class MatchOptions:
-    window: int = 10
     assign: bool = True
     prior: bool = True  # subtract each text's likelihood under silent audio (PMI)
-    refit: bool = True  # fit the matcher on gold when there is enough of it
+    position_prior: bool = True  # learn where in the window this chat's answers sit (EM)
+    refit: bool = True  # let the gold choose among the starting weights, a refit and a minimal model
     matcher: Path | None = None  # weights to start from instead of the shipped defaults
     min_confidence: float | None = None
     target_precision: float | None = None
     folds: int = 5
     seed: int = 0
-    base_strength: float = 20.0  # how many gold notes the starting weights are worth (0: ignore them)
     truncated: frozenset[str] = frozenset()  # candidate texts cut to fit the decoder context
 
 
@@ -56,40 +56,12 @@ class Summary:
     coverage: float | None = None
     matcher: str = "default"
     cv_accuracy: float | None = None
-    extra: dict = field(default_factory=dict)
+    matcher_losses: dict | None = None  # cross-validated log-loss on gold of each choice
+    window_prior: dict | None = None  # estimated share of answers per position and gap bin
+    remarks: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def candidate_features(
-    note: VoiceNote, clip: ClipResult, prior: dict[str, tuple[float, int]] | None, window: int
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """One row of match.FEATURES per candidate, plus the same as dicts for the output."""
-    rows, dicts = [], []
-    best = [_best_scores(cand.text, clip, prior) for cand in note.candidates]
-    transcript = clip.transcript
-    if transcript is None:
-        # --mode score skipped transcription because the likelihood was sure: compare
-        # against the rendering the likelihood prefers instead.
-        transcript = max(best, key=lambda b: (b[1], b[0]))[3] if best else ""
-    for j, cand in enumerate(note.candidates):
-        total, pmi, pmi_typed, _ = best[j]
-        chars = max(1, len(normalize(cand.text)))
-        f = {
-            "lik_per_char": total / chars,
-            "lik_sum": total,
-            "lik_prior": pmi,
-            "pmi_per_char": pmi / chars,
-            "pmi_typed": pmi_typed,
-            "log_chars": math.log(chars),
-            **text_features(transcript, cand.text),
-            "position": j / max(window, 1),
-            "gap": (math.log1p(max(0.0, cand.ts - note.ts)) / 5.0) if cand.ts is not None and note.ts is not None else 0.0,
-        }
-        dicts.append({k: round(float(v), 4) for k, v in f.items()})
-        rows.append([f[name] for name in match.FEATURES])
-    return np.asarray(rows, float).reshape(len(rows), len(match.FEATURES)), dicts
 
 
 NO_SPEECH_PROB = 0.6  # Whisper's own no_speech_threshold ...
@@ -107,49 +79,16 @@ def no_speech_reason(clip: ClipResult) -> str | None:
     return None
 
 
-FILLER_PENALTY = 1.0  # nats per filler word a rendering assumes the typist added
-
-
-def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]] | None):
-    """(summed log-lik, PMI, PMI as typed, rendering) of a candidate.
-
-    Each statistic takes its own best rendering, since we cannot know how the speaker
-    said it. A rendering that drops filler words ("ok", "code") pays FILLER_PENALTY per
-    word, so "see you at 5 ok?" cannot tie with "see you at 5" when only the latter
-    was said, while "1158 ok" still wins on a spoken "one one five eight". Without a
-    prior the PMI columns are 0.
-    """
-    renderings = render_spoken(text)
-    fillers = _filler_count(text)
-    scored = []
-    for r in renderings:
-        if r in clip.scores:
-            total = clip.scores[r][0]
-            penalty = FILLER_PENALTY * max(0, fillers - _filler_count(r))
-            scored.append((r, total - penalty))
-    if not scored:
-        return -100.0, 0.0, 0.0, ""
-    r_lik, total = max(scored, key=lambda x: x[1])
-    gains = [(r, t - prior[r][0]) for r, t in scored if prior is not None and r in prior]
-    if not gains:
-        return total, 0.0, 0.0, r_lik
-    r_pmi, pmi = max(gains, key=lambda g: g[1])
-    # the text as typed (only cleaned, nothing dropped)
-    base = gains[0][1] if gains[0][0] == renderings[0] else pmi
-    return total, pmi, base, r_pmi
-
-
-def _filler_count(text: str) -> int:
-    return sum(w in FILLER_WORDS for w in normalize(text).split())
-
-
 @dataclass
-class _Scored:
+class _Note:
+    """One note on its way to a record: its features, or why it has none."""
+
     note: VoiceNote
     X: np.ndarray | None
     feats: list[dict]
     clip: ClipResult | None
     error: str | None
+    slots: np.ndarray | None = None
 
 
 def label_notes(
@@ -159,18 +98,18 @@ def label_notes(
     prior: dict[str, tuple[float, int]] | None = None,
 ) -> tuple[list[dict], Summary, match.Matcher]:
     """Labels for all notes (input order), the run summary and the matcher used."""
-    scored: list[_Scored] = []
+    scored: list[_Note] = []
     for note in notes:
         oc = outcomes.get(note.id)
         if oc is None or oc.result is None:
-            scored.append(_Scored(note, None, [], None, oc.error if oc else "not processed"))
+            scored.append(_Note(note, None, [], None, oc.error if oc else "not processed"))
             continue
         silent = no_speech_reason(oc.result)
         if silent:  # silence, noise or music: every candidate would get a confident but meaningless label
-            scored.append(_Scored(note, None, [], oc.result, silent))
+            scored.append(_Note(note, None, [], oc.result, silent))
             continue
-        X, feats = candidate_features(note, oc.result, prior, options.window)
-        scored.append(_Scored(note, X, feats, oc.result, None))
+        X, feats = candidate_features(note, oc.result, prior)
+        scored.append(_Note(note, X, feats, oc.result, None, slots(note)))
     ok = [s for s in scored if s.X is not None and len(s.note.candidates) > 0]
     summary = Summary(notes=len(notes), errors=len(scored) - len(ok))
 
@@ -206,41 +145,70 @@ def label_notes(
     return records, summary, matcher
 
 
-def _probabilities(ok, gold, base: match.Matcher, options: MatchOptions, summary: Summary):
-    """Per-note probabilities; gold notes get out-of-fold ones so their scores are honest."""
+def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, options: MatchOptions, summary: Summary):
+    """Per-note probabilities (candidates then none) and the matcher behind them.
+
+    With enough gold, the gold chooses by cross-validated log-loss among the starting
+    weights, a refit and a minimal model; gold notes then get out-of-fold
+    probabilities, so their scores are honest. The window prior is learned from all
+    notes with the evidence of the matcher in use.
+    """
+    known = {i: _gold_index(ok[i].note) for i in gold}
+    logits = [base.logits(s.X) for s in ok]
+    prior = _window_prior(ok, logits, known, options)
     if len(gold) < match.MIN_GOLD_TO_FIT or not options.refit:
-        return [base.probs(s.X) for s in ok], base
-    Xs = [ok[i].X for i in gold]
-    ys = [_gold_index(ok[i].note) for i in gold]
+        return _final(ok, logits, prior, summary), base
+    offsets = [_offsets(ok[i], prior) for i in gold]
+    ys = [known[i] for i in gold]
+    choices = {"starting weights": ([base.logits(ok[i].X) for i in gold], base, None)}
+    for name, use in (("refit", FEATURES), ("minimal", MINIMAL)):
+        oof, temperature = _cross_fitted(ok, gold, ys, offsets, use, options)
+        final = match.fit([ok[i].X for i in gold], ys, offsets, use=use)
+        final.temperature = temperature
+        final.source = f"{name} on {len(gold)} gold notes"
+        choices[name] = (oof, final, temperature)
+    losses = {name: match.log_loss([z + o for z, o in zip(c[0], offsets)], ys) for name, c in choices.items()}
+    name = min(losses, key=losses.get)
+    oof, chosen, _ = choices[name]
+    summary.matcher_losses = {k: round(v, 4) for k, v in losses.items()}
+    summary.cv_accuracy = match.top1_accuracy([z + o for z, o in zip(oof, offsets)], ys)
+    if chosen is base:
+        return _final(ok, logits, prior, summary), base
+    logits = [chosen.logits(s.X) for s in ok]
+    for j, i in enumerate(gold):
+        logits[i] = oof[j]
+    prior = _window_prior(ok, logits, known, options)
+    return _final(ok, logits, prior, summary), chosen
+
+
+def _cross_fitted(ok, gold, ys, offsets, use, options: MatchOptions):
+    """Out-of-fold logits of a matcher fitted on the other folds of the gold, temperature-scaled."""
     folds = match.fold_ids(len(gold), min(options.folds, len(gold)), options.seed)
-    oof_logits: list[np.ndarray] = [None] * len(gold)  # type: ignore[list-item]
+    oof: list[np.ndarray] = [None] * len(gold)  # type: ignore[list-item]
     for k in range(folds.max() + 1):
         train = [j for j in range(len(gold)) if folds[j] != k]
-        m = match.fit([Xs[j] for j in train], [ys[j] for j in train], base=base, base_strength=options.base_strength)
+        m = match.fit([ok[gold[j]].X for j in train], [ys[j] for j in train], [offsets[j] for j in train], use=use)
         for j in range(len(gold)):
             if folds[j] == k:
-                oof_logits[j] = m.logits(Xs[j])
-    temperature = match.fit_temperature(oof_logits, ys)
-    oof_logits = [z / temperature for z in oof_logits]
-    # The gold decides whether refitting is worth it: the starting weights never saw it,
-    # so their log-loss on it is as honest as the refit's out-of-fold one. A small gold
-    # subset can fit noise, and a worse fit would also be a worse-calibrated one.
-    base_logits = [base.logits(x) for x in Xs]
-    base_loss, refit_loss = match.log_loss(base_logits, ys), match.log_loss(oof_logits, ys)
-    if base_loss <= refit_loss:
-        summary.cv_accuracy = match.top1_accuracy(base_logits, ys)
-        summary.extra["refit"] = (
-            f"kept {base.source} weights: log-loss on gold {base_loss:.3f} "
-            f"vs {refit_loss:.3f} refitted (cross-validated)"
-        )
-        return [base.probs(s.X) for s in ok], base
-    final = match.fit(Xs, ys, base=base, base_strength=options.base_strength)
-    final.temperature = temperature
-    summary.cv_accuracy = match.top1_accuracy(oof_logits, ys)
-    probs = [final.probs(s.X) for s in ok]
-    for j, i in enumerate(gold):
-        probs[i] = match.softmax(oof_logits[j])
-    return probs, final
+                oof[j] = m.logits(ok[gold[j]].X)
+    temperature = match.fit_temperature(oof, ys, offsets)
+    return [z / temperature for z in oof], temperature
+
+
+def _window_prior(ok, logits, known, options: MatchOptions) -> match.WindowPrior | None:
+    if not options.position_prior or not ok:
+        return None
+    return match.fit_window_prior(logits, [s.slots for s in ok], known)
+
+
+def _offsets(s: _Note, prior: match.WindowPrior | None) -> np.ndarray:
+    return np.append(prior.logits(s.slots), 0.0) if prior is not None else np.zeros(len(s.X) + 1)
+
+
+def _final(ok, logits, prior, summary: Summary) -> list[np.ndarray]:
+    if prior is not None:
+        summary.window_prior = prior.as_dict()
+    return [match.softmax(z + _offsets(s, prior)) for s, z in zip(ok, logits)]
 
 
 def _gold_index(note: VoiceNote) -> int:
@@ -272,11 +240,11 @@ def _choose_threshold(ok, gold, decisions, confidences, options: MatchOptions, s
         )
         return
     if options.target_precision is not None:
-        summary.extra["threshold_note"] = "too little gold for --target-precision; default threshold used"
+        summary.remarks.append("too little gold for --target-precision; default threshold used")
     summary.threshold, summary.threshold_source = DEFAULT_MIN_CONFIDENCE, "default"
 
 
-def _record(s: _Scored, decided, summary: Summary) -> dict:
+def _record(s: _Note, decided, summary: Summary) -> dict:
     note = s.note
     rec: dict = {"id": note.id, "file": note.file, "transcript": s.clip.transcript if s.clip else None}
     cands = []

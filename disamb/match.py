@@ -1,7 +1,9 @@
-"""From per-candidate features to labels: a linear score with a softmax over each
-note's window (plus a "none of these" option), fitted on the gold subset as a
-conditional logit, temperature-scaled, then a one-to-one assignment and an
-acceptance threshold chosen for a target precision.
+"""From per-candidate features to labels: a linear score over the evidence with a
+softmax over each note's window (plus a "none of these" option), fitted on the gold
+subset as a conditional logit whose weights keep their evidence signs; a prior over
+where in the window the answer sits, learned from the run's own notes; then
+temperature scaling, a one-to-one assignment and an acceptance threshold chosen for a
+target precision.
 """
 
 from __future__ import annotations
@@ -15,26 +17,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment, minimize
 
-FEATURES = (
-    # Lengths are characters of the normalised text, the same for every rendering of a
-    # candidate: per-token means favoured whichever rendering has the fewest tokens
-    # ("67381." beat a better-scoring "six, six, three, eight, one.").
-    "lik_per_char",  # best rendering's log-likelihood per character
-    "lik_sum",  # summed log-likelihood (best rendering)
-    "lik_prior",  # summed log-likelihood minus the same text's under silent audio (PMI; 0 when off)
-    "pmi_per_char",  # the same per character
-    "pmi_typed",  # PMI of the text as typed (cleaned only: no filler words dropped)
-    "log_chars",  # log of the length: long texts pay more in lik_sum
-    "cer",
-    "wer",
-    "ratio",
-    "token_set",
-    "partial",
-    "digit_dist",
-    "len_ratio",
-    "position",  # index in the window / window size
-    "gap",  # log1p(seconds between voice note and message) / 5, 0 without timestamps
-)
+from .features import EVIDENCE, FEATURES, N_GAP_BINS
 
 DEFAULT_MATCHER = Path(__file__).with_name("default_matcher.json")
 MIN_GOLD_TO_FIT = 30
@@ -118,24 +101,12 @@ class Matcher:
 
 
 def default_matcher() -> Matcher:
-    """The weights shipped with the package (fitted on the synthetic hard benchmark)."""
-    if DEFAULT_MATCHER.exists():
-        try:
-            m = Matcher.load(DEFAULT_MATCHER)
-            m.source = "default"
-            return m
-        except MatcherError:
-            pass  # shipped weights from another feature set: fall back to the hand-set ones
-    # Hand-set fallback: likelihood and text agreement up, distances down.
-    w = dict(lik_per_char=1.0, lik_sum=1.0, cer=-1.0, token_set=0.5, digit_dist=-0.5)
-    return Matcher(
-        features=list(FEATURES),
-        mean=np.zeros(len(FEATURES)),
-        scale=np.ones(len(FEATURES)),
-        weights=np.array([w.get(f, 0.0) for f in FEATURES]),
-        none_bias=-1e3,  # without fitted weights, never claim "none of these"
-        source="built-in",
-    )
+    """The evidence weights shipped with the package: chosen by the worst held-out family
+    of the benchmark's data shapes (benchmarks/accuracy.py --fit-default), and carrying
+    no window position, which belongs to each user's chat."""
+    m = Matcher.load(DEFAULT_MATCHER)
+    m.source = "default"
+    return m
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -150,62 +121,61 @@ def softmax(z: np.ndarray) -> np.ndarray:
 def fit(
     Xs: list[np.ndarray],
     targets: list[int],
+    offsets: list[np.ndarray] | None = None,
+    use: tuple[str, ...] | None = None,
     l2: float = 0.001,
     none_allowed: bool = True,
-    base: Matcher | None = None,
-    base_strength: float = 20.0,
+    features: tuple[str, ...] = FEATURES,
 ) -> Matcher:
     """Conditional-logit fit: maximise the log-probability of each gold note's answer
     under the softmax over its own candidates (+ none). `targets[i] == len(Xs[i])` means
     the truth is not in the window.
 
-    With `base`, the weights are pulled towards the base matcher's (a Gaussian prior
-    worth about `base_strength` notes) instead of towards zero: a gold subset of a few
-    dozen notes then adjusts the shipped weights rather than replacing them.
+    Each weight keeps the sign its feature has in EVIDENCE (bounded at zero), so a fit
+    cannot learn that more likelihood or a closer transcript makes a candidate less
+    likely; correlated features then cannot be played against each other. Features
+    outside `use` stay at zero. `offsets` (per candidate, e.g. the window prior) enter
+    the score as they are. `features` names the columns of Xs.
     """
+    use = features if use is None else use
     allX = np.concatenate(Xs)
-    if base_strength <= 0:
-        base = None
-    if base is not None:
-        mean, scale = base.mean.copy(), base.scale.copy()
-    else:
-        mean = allX.mean(0)
-        scale = allX.std(0)
-        scale[scale < 1e-6] = 1.0
+    mean = allX.mean(0)
+    scale = allX.std(0)
+    scale[scale < 1e-6] = 1.0
     n, k, f = len(Xs), max(len(x) for x in Xs), allX.shape[1]
     X = torch.zeros(n, k, f, dtype=torch.float64)
-    mask = torch.full((n, k + 1), float("-inf"), dtype=torch.float64)
+    base = torch.full((n, k + 1), float("-inf"), dtype=torch.float64)
     for i, x in enumerate(Xs):
         X[i, : len(x)] = torch.from_numpy((x - mean) / scale)
-        mask[i, : len(x)] = 0.0
-        mask[i, k] = 0.0 if none_allowed else float("-inf")
+        base[i, : len(x)] = 0.0 if offsets is None else torch.from_numpy(np.asarray(offsets[i], float))
+        base[i, k] = 0.0 if none_allowed else float("-inf")
     y = torch.tensor([t if t < len(x) else k for t, x in zip(targets, Xs)])
-    if base is not None:
-        w0 = torch.from_numpy(base.weights / base.temperature).double()
-        b0 = torch.tensor([base.none_bias / base.temperature], dtype=torch.float64)
-        strength = base_strength / n
-    else:
-        w0, b0, strength = torch.zeros(f, dtype=torch.float64), torch.tensor([-3.0], dtype=torch.float64), l2
 
     def loss_and_grad(params: np.ndarray) -> tuple[float, np.ndarray]:
         p = torch.from_numpy(params).requires_grad_(True)
         w, b = p[:f], p[f:]
-        z = torch.cat([X @ w, b.expand(n, 1)], 1) + mask
-        penalty = ((w - w0) ** 2).sum() + (0.0 if base is None else ((b - b0) ** 2).sum())
-        loss = torch.nn.functional.cross_entropy(z, y) + strength * penalty
+        z = torch.cat([X @ w, b.expand(n, 1)], 1) + base
+        loss = torch.nn.functional.cross_entropy(z, y) + l2 * (w**2).sum()
         loss.backward()
         return float(loss.detach()), p.grad.detach().numpy().copy()
 
-    found = minimize_lbfgs(loss_and_grad, torch.cat([w0, b0]).numpy(), max_iter=200)
-    w, b = found[:f], found[f:]
+    bounds = [_sign_bounds(name, name in use) for name in features] + [(None, None)]
+    start = np.array([0.1 * EVIDENCE[name] if name in use else 0.0 for name in features] + [-3.0])
+    found = minimize_lbfgs(loss_and_grad, start, max_iter=200, bounds=bounds)
     return Matcher(
-        features=list(FEATURES),
+        features=list(features),
         mean=mean,
         scale=scale,
-        weights=w.copy(),
-        none_bias=float(b[0]),
+        weights=found[:f].copy(),
+        none_bias=float(found[f]),
         source=f"fitted on {n} gold notes",
     )
+
+
+def _sign_bounds(name: str, used: bool) -> tuple[float | None, float | None]:
+    if not used:
+        return (0.0, 0.0)
+    return (0.0, None) if EVIDENCE[name] > 0 else (None, 0.0)
 
 
 def log_loss(logits: list[np.ndarray], targets: list[int]) -> float:
@@ -217,11 +187,15 @@ def top1_accuracy(logits: list[np.ndarray], targets: list[int]) -> float:
     return float(np.mean([int(np.argmax(z)) == y for z, y in zip(logits, targets)]))
 
 
-def fit_temperature(logits: list[np.ndarray], targets: list[int]) -> float:
-    """The single temperature that makes out-of-fold probabilities honest (min NLL)."""
+def fit_temperature(logits: list[np.ndarray], targets: list[int], offsets: list[np.ndarray] | None = None) -> float:
+    """The single temperature that makes out-of-fold probabilities honest (min NLL).
+
+    `offsets` (the window prior) are added after scaling: they are log-probabilities already.
+    """
+    offsets = offsets or [0.0] * len(logits)
     best_t, best_nll = 1.0, math.inf
     for t in np.exp(np.linspace(math.log(0.1), math.log(10), 121)):
-        nll = log_loss([z / t for z in logits], targets)
+        nll = log_loss([z / t + o for z, o in zip(logits, offsets)], targets)
         if nll < best_nll:
             best_t, best_nll = float(t), nll
     return best_t
@@ -255,14 +229,14 @@ def fit_platt(confidences: np.ndarray, correct: np.ndarray) -> tuple[float, floa
     return (float(a), float(b))
 
 
-def minimize_lbfgs(loss_and_grad, start: np.ndarray, max_iter: int) -> np.ndarray:
+def minimize_lbfgs(loss_and_grad, start: np.ndarray, max_iter: int, bounds=None) -> np.ndarray:
     """scipy's L-BFGS on a torch-computed loss and gradient.
 
     torch.optim would do the same, but constructing any torch optimizer imports
     torch._dynamo, which costs 1.8 s per run: more than all of matching.
     """
     result = minimize(loss_and_grad, start.astype(np.float64), jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter})
+                      bounds=bounds, options={"maxiter": max_iter})
     return result.x
 
 
@@ -275,6 +249,144 @@ def apply_platt(conf: float, platt: tuple[float, float]) -> float:
 def fold_ids(n: int, k: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.permutation(np.arange(n) % k)
+
+
+# ---------------------------------------------------------------- window prior
+
+PRIOR_STRENGTH = 5.0  # Gaussian prior on the prior's logits: worth about this many notes per slot
+PRIOR_CAP = math.log(10.0)  # the prior moves a candidate at most this many nats against another
+PRIOR_ITERATIONS = 30
+
+
+@dataclass
+class WindowPrior:
+    """Where in the window, and how long after the voice note, this chat's answers sit.
+
+    Logits per window position and per gap bin (features.gap_bin; bin 0, no timestamps,
+    stays 0). Within a note they are centred and clipped to a range of PRIOR_CAP nats,
+    so a prior can tip a close call but never overrule evidence that is decisive.
+    """
+
+    position: np.ndarray
+    gap: np.ndarray
+    position_share: np.ndarray  # estimated share of answers at each position
+    gap_share: np.ndarray  # ... in each gap bin
+    iterations: int = 0
+
+    def logits(self, slots: np.ndarray) -> np.ndarray:
+        raw = self.position[slots[:, 0]] + self.gap[slots[:, 1]]
+        mid = (raw.max() + raw.min()) / 2 if len(raw) else 0.0
+        return np.clip(raw - mid, -PRIOR_CAP / 2, PRIOR_CAP / 2)
+
+    def as_dict(self) -> dict:
+        return {"position": [round(float(x), 3) for x in self.position_share],
+                "gap": [round(float(x), 3) for x in self.gap_share], "iterations": self.iterations}
+
+
+def fit_window_prior(
+    logits: list[np.ndarray],
+    slots: list[np.ndarray],
+    known: dict[int, int] | None = None,
+    strength: float = PRIOR_STRENGTH,
+) -> WindowPrior:
+    """Expectation-maximisation of the window prior from every note of the run.
+
+    E: each note's posterior over its candidates and "none" under its evidence
+    `logits[i]` (candidates then none) plus the current prior; notes in `known` (gold:
+    note -> answer index, len = none) enter at their answer. M: the prior's logits
+    maximise the posterior-weighted log-probability of the answer's slot among the
+    note's slots (a conditional logit, so short windows and gaps that go with
+    positions are handled), pulled towards uniform by a Gaussian prior of `strength`.
+    Evidence that does not tell candidates apart leaves it near uniform.
+    """
+    w = _Windows(logits, slots, known or {})
+    theta = np.zeros(w.n_pos + N_GAP_BINS)
+    q = w.posteriors(theta)
+    it = 0
+    for it in range(1, PRIOR_ITERATIONS + 1):
+        new = minimize_lbfgs(lambda t: w.m_step_loss(t, q, strength), theta, max_iter=100)
+        new[w.n_pos] = 0.0
+        done = np.abs(new - theta).max() < 1e-3
+        theta = new
+        q = w.posteriors(theta)
+        if done:
+            break
+    total = max(float(q.sum()), 1e-12)
+    return WindowPrior(
+        position=theta[: w.n_pos].copy(),
+        gap=theta[w.n_pos :].copy(),
+        position_share=np.bincount(w.pos[w.valid], weights=q[w.valid], minlength=w.n_pos) / total,
+        gap_share=np.bincount(w.gap[w.valid], weights=q[w.valid], minlength=N_GAP_BINS) / total,
+        iterations=it,
+    )
+
+
+class _Windows:
+    """Every note's candidates padded to one (notes x positions) array, for the EM."""
+
+    def __init__(self, logits: list[np.ndarray], slots: list[np.ndarray], known: dict[int, int]):
+        n = len(logits)
+        self.n_pos = k = max((len(s) for s in slots), default=0)
+        self.valid = np.zeros((n, k), bool)
+        self.pos = np.zeros((n, k), np.int64)
+        self.gap = np.zeros((n, k), np.int64)
+        self.z = np.full((n, k + 1), -np.inf)
+        for i, (z, s) in enumerate(zip(logits, slots)):
+            m = len(s)
+            self.valid[i, :m] = True
+            self.pos[i, :m], self.gap[i, :m] = s[:, 0], s[:, 1]
+            self.z[i, :m], self.z[i, k] = z[:m], z[-1]
+        self.known = np.zeros((n, k + 1))
+        self.is_known = np.zeros(n, bool)
+        for i, t in known.items():
+            self.known[i, min(t, k) if t < len(slots[i]) else k] = 1.0
+            self.is_known[i] = True
+
+    def raw(self, theta: np.ndarray) -> np.ndarray:
+        return np.where(self.valid, theta[self.pos] + theta[self.n_pos + self.gap], -np.inf)
+
+    def posteriors(self, theta: np.ndarray) -> np.ndarray:
+        """Posterior mass of each (note, position); the rest of each row is "none"."""
+        off = _centred_clipped(self.raw(theta), self.valid)
+        z = self.z + np.column_stack([off, np.zeros(len(off))])
+        p = _row_softmax(z)
+        p[self.is_known] = self.known[self.is_known]
+        return np.where(self.valid, p[:, :-1], 0.0)
+
+    def m_step_loss(self, theta: np.ndarray, q: np.ndarray, strength: float) -> tuple[float, np.ndarray]:
+        t = theta.copy()
+        t[self.n_pos] = 0.0  # no timestamps: no information
+        p = _row_softmax(self.raw(t))
+        weight = q.sum(1, keepdims=True)
+        loss = -(q * np.log(np.where(self.valid, np.maximum(p, 1e-300), 1.0))).sum() + 0.5 * strength * (t**2).sum()
+        resid = np.where(self.valid, q - weight * p, 0.0)
+        grad = np.bincount(self.pos.ravel(), weights=resid.ravel(), minlength=len(t))
+        grad += np.bincount(self.n_pos + self.gap.ravel(), weights=resid.ravel(), minlength=len(t))
+        grad = strength * t - grad
+        grad[self.n_pos] = 0.0
+        return float(loss), grad
+
+
+def _row_softmax(z: np.ndarray) -> np.ndarray:
+    top = np.max(z, axis=1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    e = np.exp(z - top)
+    return e / np.maximum(e.sum(1, keepdims=True), 1e-300)
+
+
+def _centred_clipped(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per row: centred on the middle of its range, clipped to PRIOR_CAP nats in all."""
+    hi = np.max(np.where(valid, raw, -np.inf), axis=1, keepdims=True)
+    lo = np.min(np.where(valid, raw, np.inf), axis=1, keepdims=True)
+    mid = np.where(np.isfinite(hi) & np.isfinite(lo), (hi + lo) / 2, 0.0)
+    return np.where(valid, np.clip(raw - mid, -PRIOR_CAP / 2, PRIOR_CAP / 2), 0.0)
+
+
+def with_prior(logits: np.ndarray, slots: np.ndarray, prior: WindowPrior | None) -> np.ndarray:
+    """A note's logits (candidates then none) with the window prior added."""
+    if prior is None:
+        return logits
+    return logits + np.append(prior.logits(slots), 0.0)
 
 
 # ---------------------------------------------------------------- assignment

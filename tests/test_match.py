@@ -1,6 +1,9 @@
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from disamb import match
+from disamb.features import EVIDENCE
 
 
 def test_assignment_gives_each_message_to_one_note():
@@ -77,15 +80,111 @@ def test_threshold_for_precision():
     assert t > 1.0 and cov == 0.0  # three right answers are not evidence of 90% precision
 
 
-def test_fit_starts_from_the_base_weights():
-    rng = np.random.default_rng(3)
-    base = match.default_matcher()
-    Xs = [rng.normal(size=(10, len(match.FEATURES))) for _ in range(5)]
-    ys = [int(rng.integers(10)) for _ in Xs]
-    pulled = match.fit(Xs, ys, base=base, base_strength=1e6)
-    np.testing.assert_allclose(pulled.weights, base.weights / base.temperature, atol=1e-3)
-    free = match.fit(Xs, ys, base=base, base_strength=0.0)
-    assert np.abs(free.weights - base.weights).max() > 1e-2
+def _random_fit(seed: int, wrong_sign: str = "cer") -> match.Matcher:
+    """A fit on data where one feature points the wrong way (as correlated columns can)."""
+    rng = np.random.default_rng(seed)
+    f = len(match.FEATURES)
+    true_w = np.array([0.5 * EVIDENCE[name] for name in match.FEATURES])
+    true_w[match.FEATURES.index(wrong_sign)] = -2.0 * EVIDENCE[wrong_sign]
+    Xs, ys = [], []
+    for _ in range(200):
+        X = rng.normal(size=(8, f))
+        Xs.append(X)
+        ys.append(int(rng.choice(8, p=match.softmax(X @ true_w))))
+    return match.fit(Xs, ys)
+
+
+def test_fitted_weights_keep_the_evidence_signs():
+    for seed, name in ((0, "cer"), (1, "lik_sum"), (2, "digit_dist")):
+        m = _random_fit(seed, name)
+        signs = np.array([EVIDENCE[n] for n in m.features])
+        assert np.all(m.weights * signs >= 0), dict(zip(m.features, m.weights))
+        assert m.weights[m.features.index(name)] == 0.0  # the data pulled it the wrong way: it stops at zero
+
+
+def test_features_outside_use_stay_at_zero():
+    rng = np.random.default_rng(4)
+    Xs = [rng.normal(size=(6, len(match.FEATURES))) for _ in range(50)]
+    ys = [int(rng.integers(6)) for _ in Xs]
+    m = match.fit(Xs, ys, use=("lik_sum", "cer"))
+    unused = [i for i, n in enumerate(match.FEATURES) if n not in ("lik_sum", "cer")]
+    assert np.all(m.weights[unused] == 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.lists(st.floats(-5, 5), min_size=len(match.FEATURES), max_size=len(match.FEATURES)),
+    better=st.lists(st.floats(0, 3), min_size=len(match.FEATURES), max_size=len(match.FEATURES)),
+    others=st.integers(0, 5),
+    seed=st.integers(0, 3),
+)
+def test_a_candidate_at_least_as_good_on_every_evidence_is_never_less_likely(base, better, others, seed):
+    m = _FITS[seed]
+    a = np.array(base)
+    b = a + np.array([EVIDENCE[n] for n in match.FEATURES]) * np.array(better)  # better or equal everywhere
+    rest = np.random.default_rng(seed).normal(size=(others, len(match.FEATURES)))
+    p = m.probs(np.vstack([a, b, rest]))
+    assert p[1] >= p[0] - 1e-12
+
+
+_FITS = [_random_fit(s, n) for s, n in enumerate(("cer", "lik_sum", "token_set", "lik_prior"))]
+
+
+def _simulated_run(n: int, true_share: np.ndarray, evidence: float, seed: int = 0):
+    """Notes of 10 candidates whose truth sits at a position drawn from `true_share`.
+    Each candidate's score is N(evidence, 1) for the truth and N(0, 1) otherwise; the
+    calibrated logit of that is evidence * score."""
+    rng = np.random.default_rng(seed)
+    logits, slots, truth = [], [], []
+    for _ in range(n):
+        t = int(rng.choice(10, p=true_share))
+        z = rng.normal(size=10)
+        z[t] += evidence
+        logits.append(np.append(evidence * z, -20.0))
+        slots.append(np.column_stack([np.arange(10), np.zeros(10, int)]))
+        truth.append(t)
+    return logits, slots, truth
+
+
+def test_em_recovers_a_known_position_distribution():
+    share = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04, 0.03, 0.02, 0.02])
+    logits, slots, _ = _simulated_run(3000, share, evidence=2.0)
+    prior = match.fit_window_prior(logits, slots)
+    assert np.abs(prior.position_share - share).max() < 0.03, prior.position_share
+    late = share[::-1]
+    logits, slots, _ = _simulated_run(3000, late, evidence=2.0, seed=1)
+    prior = match.fit_window_prior(logits, slots)
+    assert np.abs(prior.position_share - late).max() < 0.03
+
+
+def test_em_stays_near_uniform_when_the_evidence_says_nothing():
+    share = np.array([0.5] + [0.5 / 9] * 9)  # the truth is mostly first, but nothing shows it
+    logits, slots, _ = _simulated_run(300, share, evidence=0.0, seed=2)
+    prior = match.fit_window_prior(logits, slots)
+    np.testing.assert_allclose(prior.position_share, 0.1, atol=1e-6)
+    rng = np.random.default_rng(5)  # scores that claim something but are unrelated to the truth
+    noisy = [z + np.append(rng.normal(scale=0.3, size=10), 0.0) for z in _simulated_run(3000, share, 0.0, 6)[0]]
+    prior = match.fit_window_prior(noisy, _simulated_run(3000, share, 0.0, 6)[1])
+    assert np.abs(prior.position_share - 0.1).max() < 0.03
+
+
+def test_gold_notes_enter_the_em_at_their_answer():
+    logits, slots, truth = _simulated_run(200, np.full(10, 0.1), evidence=0.0, seed=3)
+    known = {i: 9 for i in range(200)}  # every note known to be answered last
+    prior = match.fit_window_prior(logits, slots, known)
+    assert prior.position_share[9] > 0.95
+    assert prior.position[9] > prior.position[0]
+
+
+def test_the_prior_cannot_overrule_decisive_evidence():
+    share = np.array([0.6] + [0.4 / 9] * 9)
+    logits, slots, _ = _simulated_run(2000, share, evidence=3.0, seed=4)
+    prior = match.fit_window_prior(logits, slots)
+    spread = prior.logits(slots[0])
+    assert spread.max() - spread.min() <= match.PRIOR_CAP + 1e-9
+    z = np.append(np.zeros(10), -20.0)
+    z[9] = match.PRIOR_CAP + 0.5  # the last candidate's evidence beats the prior's whole range
+    assert int(np.argmax(match.with_prior(z, slots[0], prior))) == 9
 
 
 def test_temperature_and_platt_calibrate():
