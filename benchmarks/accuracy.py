@@ -37,7 +37,7 @@ from disamb.clips import text_priors  # noqa: E402
 from disamb.evaluate import expected_calibration_error  # noqa: E402
 from disamb.label import MatchOptions, candidate_features, label_notes  # noqa: E402
 from disamb.models import load_model  # noqa: E402
-from disamb.synth import HARD, make_dataset  # noqa: E402
+from benchmarks.synth import HARD, make_dataset  # noqa: E402
 
 DEFAULT_FIT_SEED = 101  # the shipped weights never see the benchmark's notes
 DEFAULT_FIT_NOTES = 900  # 300 notes left the 15 weights at the mercy of a few notes

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from disamb.synth_phrases import (
+from benchmarks.synth_phrases import (
     ABBREVIATIONS,
     CHAT_TEMPLATES,
     CHATTER,
