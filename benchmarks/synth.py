@@ -1,4 +1,4 @@
-"""Seeded synthetic voice-note datasets: espeak-ng speech inside a realistic chat stream.
+"""Seeded synthetic voice-note datasets: synthetic speech (espeak-ng, festival, flite) inside a realistic chat stream.
 
 Why this exists: the matcher, the tests, the demo and the benchmarks need data with
 the hard cases measured on real chats (see docs: "Pitfalls measured on realistic
@@ -50,6 +50,7 @@ __all__ = [
     "closed_class_dataset",
     "speak",
     "spoken_form",
+    "engine_of",
     "DEMO",
     "HARD",
     "CLASS_PHRASES",
@@ -57,6 +58,18 @@ __all__ = [
 
 ESPEAK_RATE = 22050
 TELEPHONE_RATE = 8000
+FLAT_RATE = 16000  # where pitch-shifted HTS speech is resampled to
+
+# Engines besides espeak-ng, so data is not shaped by one synthesiser: a voice
+# "festival:<name>" runs text2wave (Debian festival + festvox-* voices), "flite:<name>"
+# runs flite with a built-in voice (`flite -lv`). Tool and Debian package per engine:
+ENGINE_TOOLS: dict[str, tuple[str, str]] = {
+    "espeak-ng": ("espeak-ng", "espeak-ng"),
+    "festival": ("text2wave", "festival"),
+    "flite": ("flite", "flite"),
+}
+REFERENCE_WPM = 165  # the speed at which festival and flite voices keep their own pace
+FLITE_F0 = {"slt": 172.0, "kal": 98.0, "kal16": 99.0, "awb": 132.0, "awb_time": 132.0, "rms": 100.0}  # measured
 AUDIO_FORMATS = ("wav", "ogg", "mp3", "m4a", "flac", "webm")
 
 # Voice + variant pairs that exist in a stock espeak-ng install (no mbrola needed).
@@ -129,6 +142,8 @@ class SynthConfig:
             raise ValueError(f"formats must be drawn from {AUDIO_FORMATS}, got {self.formats}")
         if not self.voices:
             raise ValueError("at least one voice is needed")
+        for voice in self.voices:
+            engine_of(voice)
         if self.noisy_fraction > 0 and self.noise_snr_db is None:
             raise ValueError("noisy_fraction > 0 needs noise_snr_db=(low, high)")
         if self.speeds[0] > self.speeds[1] or self.speeds[0] < 60:
@@ -652,26 +667,101 @@ def _espeak_args(voice: str, speed: int, pitch: int) -> list[str]:
     return ["espeak-ng", "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "--stdin"]
 
 
-def speak(text: str, out_wav: Path, *, voice: str, speed: int, pitch: int = 50) -> None:
-    """Say text with espeak-ng into a 22.05 kHz 16-bit wav (text goes through stdin, never a shell)."""
-    _require("espeak-ng", "espeak-ng")
-    out_wav = Path(out_wav)
-    out_wav.parent.mkdir(parents=True, exist_ok=True)
-    _run(_espeak_args(voice, speed, pitch) + ["-w", str(out_wav)], text.encode("utf-8"))
+def engine_of(voice: str) -> tuple[str, str]:
+    """Split an engine-qualified voice: "festival:kal_diphone" -> ("festival", "kal_diphone").
+
+    A bare name is an espeak-ng voice, so every config written before engines existed
+    keeps its meaning.
+    """
+    engine, sep, name = voice.partition(":")
+    if not sep:
+        return "espeak-ng", voice
+    if engine not in ENGINE_TOOLS or engine == "espeak-ng":
+        raise ValueError(f"unknown speech engine {engine!r} in voice {voice!r}; use festival: or flite:")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):  # festival voices become Scheme code
+        raise ValueError(f"bad voice name {name!r} in {voice!r}")
+    return engine, name
 
 
-def _synthesize(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
-    """espeak-ng straight to memory; its streamed wav header has bogus sizes, so parse by hand."""
-    raw = _run(_espeak_args(voice, speed, pitch) + ["--stdout"], text.encode("utf-8"))
+def _pitch_factor(pitch: int) -> float:
+    """espeak-ng's pitch (0-99, 50 neutral) as a frequency ratio: 30..70 is about -2..+2 semitones."""
+    return 2.0 ** ((pitch - 50) / 120)
+
+
+def _parse_wav(raw: bytes, who: str, text: str) -> tuple[np.ndarray, int]:
+    """16-bit mono wav bytes to float32; streamed headers carry bogus sizes, so find "data" by hand."""
     if raw[:4] != b"RIFF" or raw.find(b"data") < 0:
-        raise SynthError(f"espeak-ng produced no wav for {text!r} with voice {voice!r}")
+        raise SynthError(f"{who} produced no wav for {text!r}")
     rate = int.from_bytes(raw[24:28], "little")
     pcm = raw[raw.find(b"data") + 8:]
     pcm = pcm[: len(pcm) // 2 * 2]
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     if x.size < rate // 10:
-        raise SynthError(f"espeak-ng produced almost no audio for {text!r}")
+        raise SynthError(f"{who} produced almost no audio for {text!r}")
     return x, rate
+
+
+def _festival(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """text2wave with speed and pitch mapped onto the voice's own controls.
+
+    Diphone/cluster voices take Duration_Stretch and a scaled target_f0_mean. HTS voices
+    ignore both: speed goes to hts_engine's rate (-r), and pitch is made by synthesizing
+    k times longer and playing back k times faster (a shorter or longer vocal tract too,
+    which is speaker variation all the same).
+    """
+    stretch = REFERENCE_WPM / speed
+    k = _pitch_factor(pitch)
+    evals = [f"(voice_{voice})"]
+    if voice.endswith("_hts"):
+        evals.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / (k * stretch):.4f}))))')
+    else:
+        evals.append(f"(Parameter.set 'Duration_Stretch {stretch:.4f})")
+        evals.append("(set! int_lr_params (cons (list 'target_f0_mean (* "
+                     f"{k:.4f} (car (cdr (assoc 'target_f0_mean int_lr_params))))) int_lr_params))")
+    args = ["text2wave"] + [a for e in evals for a in ("-eval", e)] + ["-o", "/dev/stdout"]
+    x, rate = _parse_wav(_run(args, text.encode("utf-8")), f"festival voice {voice!r}", text)
+    if voice.endswith("_hts"):
+        played = int(round(rate * k / 10)) * 10
+        g = math.gcd(FLAT_RATE, played)
+        x, rate = resample_poly(x, FLAT_RATE // g, played // g).astype(np.float32), FLAT_RATE
+    return x, rate
+
+
+def _flite(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """flite with duration_stretch and a target mean F0 scaled from the voice's own (rms ignores it)."""
+    f0 = FLITE_F0.get(voice, 120.0) * _pitch_factor(pitch)
+    with tempfile.TemporaryDirectory(prefix="flite-") as tmp:
+        out = Path(tmp) / "clip.wav"
+        _run(["flite", "-voice", voice, "--setf", f"duration_stretch={REFERENCE_WPM / speed:.4f}",
+              "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(out)])
+        return _parse_wav(out.read_bytes(), f"flite voice {voice!r}", text)
+
+
+def speak(text: str, out_wav: Path, *, voice: str, speed: int, pitch: int = 50) -> None:
+    """Say text into a 16-bit wav (text goes through stdin or argv, never a shell).
+
+    espeak-ng voices write 22.05 kHz; festival and flite voices their own rate.
+    """
+    engine, _ = engine_of(voice)
+    _require(*ENGINE_TOOLS[engine])
+    out_wav = Path(out_wav)
+    out_wav.parent.mkdir(parents=True, exist_ok=True)
+    if engine == "espeak-ng":
+        _run(_espeak_args(voice, speed, pitch) + ["-w", str(out_wav)], text.encode("utf-8"))
+        return
+    x, rate = _synthesize(text, voice, speed, pitch)
+    out_wav.write_bytes(_wav_bytes(x, rate))
+
+
+def _synthesize(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """Speech straight to memory with the voice's engine."""
+    engine, name = engine_of(voice)
+    if engine == "festival":
+        return _festival(text, name, speed, pitch)
+    if engine == "flite":
+        return _flite(text, name, speed, pitch)
+    raw = _run(_espeak_args(voice, speed, pitch) + ["--stdout"], text.encode("utf-8"))
+    return _parse_wav(raw, f"espeak-ng voice {voice!r}", text)
 
 
 def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -917,7 +1007,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _check_tools(cfg: SynthConfig) -> None:
-    _require("espeak-ng", "espeak-ng")
+    for engine in sorted({engine_of(v)[0] for v in cfg.voices}):
+        _require(*ENGINE_TOOLS[engine])
     if any(f != "wav" for f in cfg.formats):
         _require("ffmpeg", "ffmpeg")
 
