@@ -47,6 +47,8 @@ __all__ = [
     "SynthInfo",
     "SynthError",
     "make_dataset",
+    "plan_dataset",
+    "SynthPlan",
     "closed_class_dataset",
     "speak",
     "spoken_form",
@@ -102,6 +104,13 @@ WIDE_VOICES: tuple[str, ...] = DEFAULT_VOICES + (
 )
 
 
+# Where the typed message sits in its note's window under position="early": a sender who
+# types right after speaking, as the first generator assumed (28% first, 1% last).
+_EARLY_WEIGHTS = np.array([0.28, 0.24, 0.17, 0.12, 0.08, 0.06, 0.02, 0.01, 0.01, 0.01])
+BUSY_GAP = 4  # position="busy": a note at most this many texts after the previous one is "busy"
+POSITIONS = ("early", "uniform", "late", "busy")
+
+
 class SynthError(RuntimeError):
     """A tool needed for synthesis is missing or failed on a clip."""
 
@@ -127,6 +136,14 @@ class SynthConfig:
     typo_rate: float = 0.12          # share of chat-style typed messages with one typo
     spoken_filler: float = 0.08      # share of notes that open with "hey,"/"so," (spoken only)
     workers: int = 0                 # audio threads; 0 = one per CPU core
+    # Where the right message sits in the window of 10 (its 1-based position):
+    #   "early"   - today's habit: 28% first, 24% second, ... 1% last (default);
+    #   "uniform" - any position equally likely, as in the held-out logs users brought;
+    #   "late"    - the mirror of early: 28% last, 1% first;
+    #   "busy"    - depends on how busy the chat is: a note that comes at most BUSY_GAP
+    #               text messages after the previous note (about a third of notes) draws
+    #               from "late" (others talk in between), every other note from "early".
+    position: str = "early"
 
     def validate(self) -> None:
         """Reject configs that would silently produce a broken dataset."""
@@ -146,6 +163,8 @@ class SynthConfig:
             engine_of(voice)
         if self.noisy_fraction > 0 and self.noise_snr_db is None:
             raise ValueError("noisy_fraction > 0 needs noise_snr_db=(low, high)")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.speeds[0] > self.speeds[1] or self.speeds[0] < 60:
             raise ValueError(f"speeds must be an increasing (low, high) pair >= 60, got {self.speeds}")
 
@@ -482,18 +501,27 @@ def _plan_notes(cfg: SynthConfig, messages: list[_Message], rng: np.random.Gener
 
 
 def _layout(cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator) -> int:
-    """Place voice notes and their typed messages on the text-message axis; returns #texts."""
+    """Place voice notes and their typed messages on the text-message axis; returns #texts.
+
+    Each note's typed message draws its window position from the weights cfg.position
+    names (all modes draw the same random numbers, so "early" reproduces old datasets).
+    """
     w = cfg.window
     taken: set[int] = set()
     start = int(rng.integers(0, 3))
-    position_weights = np.array([0.28, 0.24, 0.17, 0.12, 0.08, 0.06, 0.02, 0.01, 0.01, 0.01])[:w]
-    position_weights = position_weights / position_weights.sum()
+    early = _EARLY_WEIGHTS[:w] / _EARLY_WEIGHTS[:w].sum()
+    weights = {"early": early, "uniform": np.full(w, 1.0 / w), "late": early[::-1].copy()}
+    gap: int | None = None
     for p in plans:
         if p.index:
             r = rng.random()
             gap = int(rng.integers(1, 5)) if r < 0.35 else int(rng.integers(5, 11)) if r < 0.85 \
                 else int(rng.integers(11, 21))
             start += gap
+        if cfg.position == "busy":
+            position_weights = weights["late" if gap is not None and gap <= BUSY_GAP else "early"]
+        else:
+            position_weights = weights[cfg.position]
         while True:
             free = [k for k in range(w) if start + k not in taken]
             if free or p.missing:
@@ -937,13 +965,29 @@ def _check_windows(events: list[dict], plans: list[_NotePlan], typed_ids: dict[s
     return windows
 
 
-def _generate(out_dir: Path, cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator,
-              avoid: set[str], class_names: tuple[str, ...] | None = None) -> SynthInfo:
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    rec = out_dir / "recordings"
-    rec.mkdir(parents=True, exist_ok=True)
+@dataclass
+class SynthPlan:
+    """A dataset decided down to every text and truth, before any audio is made."""
 
+    plans: list[_NotePlan]
+    events: list[dict]              # chats.jsonl rows, gold label_ids included
+    typed_ids: dict[str, str]       # note id -> id of the message its sender typed
+    windows: dict[str, list[dict]]  # note id -> its candidate text events
+    gold: set[str]
+    babble_seed: int
+
+    def positions(self) -> list[int | None]:
+        """1-based window position of each note's right message (None: not in its window)."""
+        return [None if p.missing else [c["id"] for c in self.windows[p.note_id]].index(self.typed_ids[p.note_id]) + 1
+                for p in self.plans]
+
+    def chats_text(self) -> str:
+        """Exactly what make_dataset writes to chats.jsonl."""
+        return _jsonl_text(self.events)
+
+
+def _plan_stream(cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator,
+                 avoid: set[str]) -> SynthPlan:
     n_texts = _layout(cfg, plans, rng)
     events, typed_ids = _build_stream(cfg, plans, n_texts, rng, avoid)
     windows = _check_windows(events, plans, typed_ids, cfg.window)
@@ -955,7 +999,17 @@ def _generate(out_dir: Path, cfg: SynthConfig, plans: list[_NotePlan], rng: np.r
     for ev in events:
         if ev["type"] == "voice" and ev["id"] in gold:
             ev["label_id"] = typed_ids[ev["id"]]
-    babble_seed = int(rng.integers(2**31))
+    return SynthPlan(plans, events, typed_ids, windows, gold, babble_seed=int(rng.integers(2**31)))
+
+
+def _generate(out_dir: Path, cfg: SynthConfig, plan: SynthPlan,
+              class_names: tuple[str, ...] | None = None) -> SynthInfo:
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    rec = out_dir / "recordings"
+    rec.mkdir(parents=True, exist_ok=True)
+    plans, events, typed_ids, windows, gold = plan.plans, plan.events, plan.typed_ids, plan.windows, plan.gold
+    babble_seed = plan.babble_seed
 
     # Audio: the only slow part, and a pure function of each plan -> threads.
     babble = _babble_bank(babble_seed, cfg.voices) if any(p.noise_kind == "babble" for p in plans) else None
@@ -998,11 +1052,13 @@ def _generate(out_dir: Path, cfg: SynthConfig, plans: list[_NotePlan], rng: np.r
                      recordings=rec, n_notes=len(plans), seconds=time.perf_counter() - t0)
 
 
+def _jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.write_text(_jsonl_text(rows), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -1018,9 +1074,16 @@ def make_dataset(out_dir: Path, config: SynthConfig | None = None) -> SynthInfo:
     cfg = config or SynthConfig()
     cfg.validate()
     _check_tools(cfg)
+    return _generate(Path(out_dir), cfg, plan_dataset(cfg))
+
+
+def plan_dataset(config: SynthConfig | None = None) -> SynthPlan:
+    """Decide everything make_dataset would write except the audio (fast: no speech engine)."""
+    cfg = config or SynthConfig()
+    cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     plans = _plan_notes(cfg, _pick_messages(cfg, rng), rng)
-    return _generate(Path(out_dir), cfg, plans, rng, avoid=set())
+    return _plan_stream(cfg, plans, rng, avoid=set())
 
 
 def _class_message(phrase: str, rng: np.random.Generator) -> _Message:
@@ -1060,7 +1123,7 @@ def closed_class_dataset(out_dir: Path, n_per_class: int = 8, seed: int = 0,
     messages = [_class_message(phrases[k], rng) for k in order]
     plans = _plan_notes(cfg, messages, rng, classes=order)
     avoid = {_norm(spoken_form(p)) for p in phrases} | {_norm(p) for p in phrases}
-    return _generate(Path(out_dir), cfg, plans, rng, avoid=avoid, class_names=tuple(phrases))
+    return _generate(Path(out_dir), cfg, _plan_stream(cfg, plans, rng, avoid), class_names=tuple(phrases))
 
 
 # --------------------------------------------------------------------------- presets
