@@ -109,6 +109,8 @@ WIDE_VOICES: tuple[str, ...] = DEFAULT_VOICES + (
 _EARLY_WEIGHTS = np.array([0.28, 0.24, 0.17, 0.12, 0.08, 0.06, 0.02, 0.01, 0.01, 0.01])
 BUSY_GAP = 4  # position="busy": a note at most this many texts after the previous one is "busy"
 POSITIONS = ("early", "uniform", "late", "busy")
+CONTENTS = ("chat", "codes", "closed")
+BARE_CODE = -1  # code template index of a code said with nothing before it
 
 
 class SynthError(RuntimeError):
@@ -144,6 +146,14 @@ class SynthConfig:
     #               text messages after the previous note (about a third of notes) draws
     #               from "late" (others talk in between), every other note from "early".
     position: str = "early"
+    # What is said and typed:
+    #   "chat"   - free chat; a share `codes` of notes are spoken codes (default);
+    #   "codes"  - every note a bare 3-4 digit code read digit by digit, typed "583",
+    #              "5 8 3", "code 583" or "583 ok"; every other text is a code too, half of
+    #              them one digit off (or two swapped) a code nearby, so digits must decide;
+    #   "closed" - a closed set of phrases (CLASS_PHRASES), spread evenly over the notes,
+    #              as closed_class_dataset makes; truth.jsonl gains "class".
+    content: str = "chat"
 
     def validate(self) -> None:
         """Reject configs that would silently produce a broken dataset."""
@@ -163,6 +173,8 @@ class SynthConfig:
             engine_of(voice)
         if self.noisy_fraction > 0 and self.noise_snr_db is None:
             raise ValueError("noisy_fraction > 0 needs noise_snr_db=(low, high)")
+        if self.content not in CONTENTS:
+            raise ValueError(f"content must be one of {CONTENTS}, got {self.content!r}")
         if self.position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.speeds[0] > self.speeds[1] or self.speeds[0] < 60:
@@ -272,8 +284,7 @@ class _Message:
 
     def canonical(self) -> str:
         if self.code is not None:
-            prefix = CODE_TEMPLATES[self.code[0]][0]
-            return f"{prefix} {self.code[1]}"
+            return f"{_said_prefix(self.code[0])} {self.code[1]}".strip()
         text = self.template.format(**self.values)
         if not self.tail:
             return text
@@ -303,6 +314,18 @@ def _fill(template: str, rng: np.random.Generator) -> dict[str, str]:
     return values
 
 
+def _said_prefix(index: int) -> str:
+    """What is said before a code's digits ("the door code is"); nothing for a bare code."""
+    return "" if index == BARE_CODE else CODE_TEMPLATES[index][0]
+
+
+def _bare_code(rng: np.random.Generator) -> _Message:
+    """A 3-4 digit code said on its own, typed "583", "5 8 3", "code 583" or "583 ok"."""
+    first = str(int(rng.integers(1, 10)))
+    digits = first + "".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(2, 4))))
+    return _Message(template="", code=(BARE_CODE, digits, "code"))
+
+
 def _new_code(rng: np.random.Generator, index: int | None = None) -> _Message:
     index = int(rng.integers(len(CODE_TEMPLATES))) if index is None else index
     _, prefixes, n_digits = CODE_TEMPLATES[index]
@@ -313,13 +336,13 @@ def _new_code(rng: np.random.Generator, index: int | None = None) -> _Message:
 
 def _code_spoken(msg: _Message, rng: np.random.Generator) -> str:
     assert msg.code is not None
-    prefix = CODE_TEMPLATES[msg.code[0]][0]
+    prefix = _said_prefix(msg.code[0])
     digits = msg.code[1]
     if len(digits) == 4 and digits[2] != "0" and rng.random() < 0.25:
         said = f"{number_words(int(digits[:2]))} {number_words(int(digits[2:]))}"  # "eleven fifty eight"
     else:
         said = digit_words(digits, rng)
-    return f"{prefix} {said}"
+    return f"{prefix} {said}".strip()
 
 
 def _code_typed(msg: _Message, rng: np.random.Generator) -> str:
@@ -462,7 +485,9 @@ def _pick_messages(cfg: SynthConfig, rng: np.random.Generator) -> list[_Message]
     recent: list[str] = []
     out: list[_Message] = []
     for _ in range(cfg.n_notes):
-        if rng.random() < cfg.codes:
+        if cfg.content == "codes":
+            msg, ident = _bare_code(rng), "code"
+        elif rng.random() < cfg.codes:
             msg = _new_code(rng)
             ident = f"code{msg.code[0]}"  # type: ignore[index]
         else:
@@ -549,6 +574,19 @@ def _fallback_chatter(rng: np.random.Generator, avoid: set[str]) -> str:
             return text
 
 
+def _fill_code(slot: int, who: str, covering: list[_NotePlan], put, rng: np.random.Generator) -> bool:
+    """Codes-only logs: a free slot gets another code, half the time one digit off the code
+    of a note whose window holds the slot (put() refuses a second right answer)."""
+    for _ in range(8):
+        if covering and rng.random() < 0.5:
+            msg = _near_duplicate(_choice(rng, covering).msg, rng)
+        else:
+            msg = _bare_code(rng)
+        if put(slot, who, msg):
+            return True
+    return False
+
+
 def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
                   rng: np.random.Generator, avoid: set[str]) -> tuple[list[dict], dict[str, str]]:
     """Fill every text slot (truths, near-duplicates, chatter) and interleave the voice notes.
@@ -598,10 +636,17 @@ def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
                         break
 
     recent_templates = {p.msg.template for p in plans}
+    covering: dict[int, list[_NotePlan]] = {}  # slot -> notes whose window holds it (codes only)
+    if cfg.content == "codes":
+        for p in plans:
+            for s in range(p.start, p.start + w):
+                covering.setdefault(s, []).append(p)
     for s in range(n_texts):
         if texts[s] is not None:
             continue
         who = _choice(rng, NAMES[:6])
+        if cfg.content == "codes" and _fill_code(s, who, covering.get(s, []), put, rng):
+            continue
         nearby = {_norm(t[1]) for t in texts[max(0, s - w):s + w] if t is not None}
         for _ in range(20):
             if rng.random() < 0.55:
@@ -975,6 +1020,7 @@ class SynthPlan:
     windows: dict[str, list[dict]]  # note id -> its candidate text events
     gold: set[str]
     babble_seed: int
+    class_names: tuple[str, ...] | None = None  # closed-phrase data: the phrases, by class index
 
     def positions(self) -> list[int | None]:
         """1-based window position of each note's right message (None: not in its window)."""
@@ -1002,14 +1048,13 @@ def _plan_stream(cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Genera
     return SynthPlan(plans, events, typed_ids, windows, gold, babble_seed=int(rng.integers(2**31)))
 
 
-def _generate(out_dir: Path, cfg: SynthConfig, plan: SynthPlan,
-              class_names: tuple[str, ...] | None = None) -> SynthInfo:
+def _generate(out_dir: Path, cfg: SynthConfig, plan: SynthPlan) -> SynthInfo:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     rec = out_dir / "recordings"
     rec.mkdir(parents=True, exist_ok=True)
     plans, events, typed_ids, windows, gold = plan.plans, plan.events, plan.typed_ids, plan.windows, plan.gold
-    babble_seed = plan.babble_seed
+    babble_seed, class_names = plan.babble_seed, plan.class_names
 
     # Audio: the only slow part, and a pure function of each plan -> threads.
     babble = _babble_bank(babble_seed, cfg.voices) if any(p.noise_kind == "babble" for p in plans) else None
@@ -1081,6 +1126,10 @@ def plan_dataset(config: SynthConfig | None = None) -> SynthPlan:
     """Decide everything make_dataset would write except the audio (fast: no speech engine)."""
     cfg = config or SynthConfig()
     cfg.validate()
+    if cfg.content == "closed":  # as even as n_notes allows: the first n % k phrases once more
+        k = len(CLASS_PHRASES)
+        counts = np.array([cfg.n_notes // k + (i < cfg.n_notes % k) for i in range(k)])
+        return _plan_closed(cfg, counts, CLASS_PHRASES)
     rng = np.random.default_rng(cfg.seed)
     plans = _plan_notes(cfg, _pick_messages(cfg, rng), rng)
     return _plan_stream(cfg, plans, rng, avoid=set())
@@ -1091,6 +1140,34 @@ def _class_message(phrase: str, rng: np.random.Generator) -> _Message:
     if m:
         return _Message("", code=(0, m.group(1), _choice(rng, CODE_TEMPLATES[0][1])))
     return _Message(phrase.replace("{", "{{").replace("}", "}}"))
+
+
+def _class_order(counts: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """Interleave counts[k] notes of each class, never one class twice within 8 notes when avoidable."""
+    remaining = counts.copy()
+    order: list[int] = []
+    for _ in range(int(counts.sum())):
+        recent = set(order[-8:])
+        ok = [k for k in range(len(counts)) if remaining[k] > 0 and k not in recent]
+        if not ok:
+            ok = [k for k in range(len(counts)) if remaining[k] > 0]
+        weights = remaining[ok] / remaining[ok].sum()
+        k = int(rng.choice(ok, p=weights))
+        remaining[k] -= 1
+        order.append(k)
+    return order
+
+
+def _plan_closed(cfg: SynthConfig, counts: np.ndarray, phrases: tuple[str, ...]) -> SynthPlan:
+    """A chat whose notes say phrases[k] counts[k] times; chatter never contains a phrase."""
+    rng = np.random.default_rng(cfg.seed)
+    order = _class_order(counts, rng)
+    messages = [_class_message(phrases[k], rng) for k in order]
+    plans = _plan_notes(cfg, messages, rng, classes=order)
+    avoid = {_norm(spoken_form(p)) for p in phrases} | {_norm(p) for p in phrases}
+    plan = _plan_stream(cfg, plans, rng, avoid)
+    plan.class_names = tuple(phrases)
+    return plan
 
 
 def closed_class_dataset(out_dir: Path, n_per_class: int = 8, seed: int = 0,
@@ -1108,22 +1185,7 @@ def closed_class_dataset(out_dir: Path, n_per_class: int = 8, seed: int = 0,
     cfg = replace(base, n_notes=n_per_class * len(phrases), seed=seed)
     cfg.validate()
     _check_tools(cfg)
-    rng = np.random.default_rng(seed)
-    remaining = np.full(len(phrases), n_per_class)
-    order: list[int] = []
-    for _ in range(cfg.n_notes):
-        recent = set(order[-8:])
-        ok = [k for k in range(len(phrases)) if remaining[k] > 0 and k not in recent]
-        if not ok:
-            ok = [k for k in range(len(phrases)) if remaining[k] > 0]
-        weights = remaining[ok] / remaining[ok].sum()
-        k = int(rng.choice(ok, p=weights))
-        remaining[k] -= 1
-        order.append(k)
-    messages = [_class_message(phrases[k], rng) for k in order]
-    plans = _plan_notes(cfg, messages, rng, classes=order)
-    avoid = {_norm(spoken_form(p)) for p in phrases} | {_norm(p) for p in phrases}
-    return _generate(Path(out_dir), cfg, _plan_stream(cfg, plans, rng, avoid), class_names=tuple(phrases))
+    return _generate(Path(out_dir), cfg, _plan_closed(cfg, np.full(len(phrases), n_per_class), phrases))
 
 
 # --------------------------------------------------------------------------- presets
