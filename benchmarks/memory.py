@@ -35,7 +35,7 @@ from disamb.chats import read_notes  # noqa: E402
 from disamb.clips import ClipOptions, StageTimes, run_clips  # noqa: E402
 from disamb.label import MatchOptions, label_notes, write_labels  # noqa: E402
 from disamb.models import load_model  # noqa: E402
-from disamb.synth import SynthConfig, make_dataset  # noqa: E402
+from benchmarks.synth import SynthConfig, make_dataset  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

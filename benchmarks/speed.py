@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.accuracy import truth_of  # noqa: E402
-from disamb.synth import SynthConfig, make_dataset  # noqa: E402
+from benchmarks.synth import SynthConfig, make_dataset  # noqa: E402
 
 CONFIGS = {
     "float32, batch 1, full context": dict(compute="float32", batch_size=1, audio_ctx="full", mode="full"),

@@ -1,6 +1,6 @@
 """Which loss should train the classifier? Recipes side by side on a closed-class set.
 
-A synthetic closed-class chat (disamb.synth.closed_class_dataset: 30 fixed phrases said
+A synthetic closed-class chat (benchmarks.synth.closed_class_dataset: 30 fixed phrases said
 by varied espeak-ng voices, speeds and noise, typed with variations, 10 candidates per
 note) is labelled with the real pipeline (clips.run_clips + label.label_notes) with 5%
 and 20% of the training notes given gold. Recordings of some voices are held out
@@ -57,7 +57,7 @@ RECIPES = {
 
 def prepare(out: Path, n_per_class: int, seed: int, model: str) -> tuple[list, dict, dict, object]:
     """Generate the dataset (once) and run Whisper on every clip (cached)."""
-    from disamb.synth import closed_class_dataset
+    from benchmarks.synth import closed_class_dataset
 
     data_dir = out / f"closed-n{n_per_class}-s{seed}"
     if not (data_dir / "truth.jsonl").exists():

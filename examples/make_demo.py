@@ -11,11 +11,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-try:
-    from disamb.synth import DEMO, make_dataset
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from disamb.synth import DEMO, make_dataset
+# The generator is benchmark tooling kept outside the installed package: import it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.synth import DEMO, make_dataset  # noqa: E402
 
 
 def main() -> None:

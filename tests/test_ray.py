@@ -31,7 +31,7 @@ from disamb.distributed import (  # noqa: E402
 )
 from disamb.label import MatchOptions  # noqa: E402
 from disamb.pipeline import label_all  # noqa: E402
-from disamb.synth import SynthConfig, make_dataset  # noqa: E402
+from benchmarks.synth import SynthConfig, make_dataset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from disamb.synth import (
+from benchmarks.synth import (
     CLASS_PHRASES,
     SynthConfig,
     closed_class_dataset,

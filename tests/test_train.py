@@ -309,7 +309,7 @@ def test_label_train_predict_from_the_cli(tmp_path):
     from typer.testing import CliRunner
 
     from disamb.cli import app
-    from disamb.synth import SynthConfig, closed_class_dataset
+    from benchmarks.synth import SynthConfig, closed_class_dataset
 
     cfg = SynthConfig(gold_fraction=0.5, typed_style=0.3, codes=0.0, typo_rate=0.0, spoken_filler=0.0)
     info = closed_class_dataset(tmp_path / "d", n_per_class=3, seed=0, config=cfg,

@@ -1,8 +1,8 @@
-"""Phrase bank for the synthetic data generator (disamb.synth).
+"""Phrase bank for the synthetic data generator (benchmarks.synth).
 
 Kept apart from the generator so the words can grow without burying the logic.
 Templates are written the way a careful typist writes (digits for numbers, {slots}
-for things that vary); disamb.synth spells numbers out for the spoken form and roughs
+for things that vary); benchmarks.synth spells numbers out for the spoken form and roughs
 the text up chat-style for the typed form.
 """
 

@@ -1,4 +1,4 @@
-"""Seeded synthetic voice-note datasets: espeak-ng speech inside a realistic chat stream.
+"""Seeded synthetic voice-note datasets: synthetic speech (espeak-ng, festival, flite) inside a realistic chat stream.
 
 Why this exists: the matcher, the tests, the demo and the benchmarks need data with
 the hard cases measured on real chats (see docs: "Pitfalls measured on realistic
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from disamb.synth_phrases import (
+from benchmarks.synth_phrases import (
     ABBREVIATIONS,
     CHAT_TEMPLATES,
     CHATTER,
@@ -47,9 +47,12 @@ __all__ = [
     "SynthInfo",
     "SynthError",
     "make_dataset",
+    "plan_dataset",
+    "SynthPlan",
     "closed_class_dataset",
     "speak",
     "spoken_form",
+    "engine_of",
     "DEMO",
     "HARD",
     "CLASS_PHRASES",
@@ -57,6 +60,18 @@ __all__ = [
 
 ESPEAK_RATE = 22050
 TELEPHONE_RATE = 8000
+FLAT_RATE = 16000  # where pitch-shifted HTS speech is resampled to
+
+# Engines besides espeak-ng, so data is not shaped by one synthesiser: a voice
+# "festival:<name>" runs text2wave (Debian festival + festvox-* voices), "flite:<name>"
+# runs flite with a built-in voice (`flite -lv`). Tool and Debian package per engine:
+ENGINE_TOOLS: dict[str, tuple[str, str]] = {
+    "espeak-ng": ("espeak-ng", "espeak-ng"),
+    "festival": ("text2wave", "festival"),
+    "flite": ("flite", "flite"),
+}
+REFERENCE_WPM = 165  # the speed at which festival and flite voices keep their own pace
+FLITE_F0 = {"slt": 172.0, "kal": 98.0, "kal16": 99.0, "awb": 132.0, "awb_time": 132.0, "rms": 100.0}  # measured
 AUDIO_FORMATS = ("wav", "ogg", "mp3", "m4a", "flac", "webm")
 
 # Voice + variant pairs that exist in a stock espeak-ng install (no mbrola needed).
@@ -89,6 +104,15 @@ WIDE_VOICES: tuple[str, ...] = DEFAULT_VOICES + (
 )
 
 
+# Where the typed message sits in its note's window under position="early": a sender who
+# types right after speaking, as the first generator assumed (28% first, 1% last).
+_EARLY_WEIGHTS = np.array([0.28, 0.24, 0.17, 0.12, 0.08, 0.06, 0.02, 0.01, 0.01, 0.01])
+BUSY_GAP = 4  # position="busy": a note at most this many texts after the previous one is "busy"
+POSITIONS = ("early", "uniform", "late", "busy")
+CONTENTS = ("chat", "codes", "closed")
+BARE_CODE = -1  # code template index of a code said with nothing before it
+
+
 class SynthError(RuntimeError):
     """A tool needed for synthesis is missing or failed on a clip."""
 
@@ -114,6 +138,22 @@ class SynthConfig:
     typo_rate: float = 0.12          # share of chat-style typed messages with one typo
     spoken_filler: float = 0.08      # share of notes that open with "hey,"/"so," (spoken only)
     workers: int = 0                 # audio threads; 0 = one per CPU core
+    # Where the right message sits in the window of 10 (its 1-based position):
+    #   "early"   - today's habit: 28% first, 24% second, ... 1% last (default);
+    #   "uniform" - any position equally likely, as in the held-out logs users brought;
+    #   "late"    - the mirror of early: 28% last, 1% first;
+    #   "busy"    - depends on how busy the chat is: a note that comes at most BUSY_GAP
+    #               text messages after the previous note (about a third of notes) draws
+    #               from "late" (others talk in between), every other note from "early".
+    position: str = "early"
+    # What is said and typed:
+    #   "chat"   - free chat; a share `codes` of notes are spoken codes (default);
+    #   "codes"  - every note a bare 3-4 digit code read digit by digit, typed "583",
+    #              "5 8 3", "code 583" or "583 ok"; every other text is a code too, half of
+    #              them one digit off (or two swapped) a code nearby, so digits must decide;
+    #   "closed" - a closed set of phrases (CLASS_PHRASES), spread evenly over the notes,
+    #              as closed_class_dataset makes; truth.jsonl gains "class".
+    content: str = "chat"
 
     def validate(self) -> None:
         """Reject configs that would silently produce a broken dataset."""
@@ -129,8 +169,14 @@ class SynthConfig:
             raise ValueError(f"formats must be drawn from {AUDIO_FORMATS}, got {self.formats}")
         if not self.voices:
             raise ValueError("at least one voice is needed")
+        for voice in self.voices:
+            engine_of(voice)
         if self.noisy_fraction > 0 and self.noise_snr_db is None:
             raise ValueError("noisy_fraction > 0 needs noise_snr_db=(low, high)")
+        if self.content not in CONTENTS:
+            raise ValueError(f"content must be one of {CONTENTS}, got {self.content!r}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.speeds[0] > self.speeds[1] or self.speeds[0] < 60:
             raise ValueError(f"speeds must be an increasing (low, high) pair >= 60, got {self.speeds}")
 
@@ -238,8 +284,7 @@ class _Message:
 
     def canonical(self) -> str:
         if self.code is not None:
-            prefix = CODE_TEMPLATES[self.code[0]][0]
-            return f"{prefix} {self.code[1]}"
+            return f"{_said_prefix(self.code[0])} {self.code[1]}".strip()
         text = self.template.format(**self.values)
         if not self.tail:
             return text
@@ -269,6 +314,18 @@ def _fill(template: str, rng: np.random.Generator) -> dict[str, str]:
     return values
 
 
+def _said_prefix(index: int) -> str:
+    """What is said before a code's digits ("the door code is"); nothing for a bare code."""
+    return "" if index == BARE_CODE else CODE_TEMPLATES[index][0]
+
+
+def _bare_code(rng: np.random.Generator) -> _Message:
+    """A 3-4 digit code said on its own, typed "583", "5 8 3", "code 583" or "583 ok"."""
+    first = str(int(rng.integers(1, 10)))
+    digits = first + "".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(2, 4))))
+    return _Message(template="", code=(BARE_CODE, digits, "code"))
+
+
 def _new_code(rng: np.random.Generator, index: int | None = None) -> _Message:
     index = int(rng.integers(len(CODE_TEMPLATES))) if index is None else index
     _, prefixes, n_digits = CODE_TEMPLATES[index]
@@ -279,13 +336,13 @@ def _new_code(rng: np.random.Generator, index: int | None = None) -> _Message:
 
 def _code_spoken(msg: _Message, rng: np.random.Generator) -> str:
     assert msg.code is not None
-    prefix = CODE_TEMPLATES[msg.code[0]][0]
+    prefix = _said_prefix(msg.code[0])
     digits = msg.code[1]
     if len(digits) == 4 and digits[2] != "0" and rng.random() < 0.25:
         said = f"{number_words(int(digits[:2]))} {number_words(int(digits[2:]))}"  # "eleven fifty eight"
     else:
         said = digit_words(digits, rng)
-    return f"{prefix} {said}"
+    return f"{prefix} {said}".strip()
 
 
 def _code_typed(msg: _Message, rng: np.random.Generator) -> str:
@@ -428,7 +485,9 @@ def _pick_messages(cfg: SynthConfig, rng: np.random.Generator) -> list[_Message]
     recent: list[str] = []
     out: list[_Message] = []
     for _ in range(cfg.n_notes):
-        if rng.random() < cfg.codes:
+        if cfg.content == "codes":
+            msg, ident = _bare_code(rng), "code"
+        elif rng.random() < cfg.codes:
             msg = _new_code(rng)
             ident = f"code{msg.code[0]}"  # type: ignore[index]
         else:
@@ -467,18 +526,27 @@ def _plan_notes(cfg: SynthConfig, messages: list[_Message], rng: np.random.Gener
 
 
 def _layout(cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator) -> int:
-    """Place voice notes and their typed messages on the text-message axis; returns #texts."""
+    """Place voice notes and their typed messages on the text-message axis; returns #texts.
+
+    Each note's typed message draws its window position from the weights cfg.position
+    names (all modes draw the same random numbers, so "early" reproduces old datasets).
+    """
     w = cfg.window
     taken: set[int] = set()
     start = int(rng.integers(0, 3))
-    position_weights = np.array([0.28, 0.24, 0.17, 0.12, 0.08, 0.06, 0.02, 0.01, 0.01, 0.01])[:w]
-    position_weights = position_weights / position_weights.sum()
+    early = _EARLY_WEIGHTS[:w] / _EARLY_WEIGHTS[:w].sum()
+    weights = {"early": early, "uniform": np.full(w, 1.0 / w), "late": early[::-1].copy()}
+    gap: int | None = None
     for p in plans:
         if p.index:
             r = rng.random()
             gap = int(rng.integers(1, 5)) if r < 0.35 else int(rng.integers(5, 11)) if r < 0.85 \
                 else int(rng.integers(11, 21))
             start += gap
+        if cfg.position == "busy":
+            position_weights = weights["late" if gap is not None and gap <= BUSY_GAP else "early"]
+        else:
+            position_weights = weights[cfg.position]
         while True:
             free = [k for k in range(w) if start + k not in taken]
             if free or p.missing:
@@ -504,6 +572,19 @@ def _fallback_chatter(rng: np.random.Generator, avoid: set[str]) -> str:
         text = f"{_choice(rng, CHATTER)} {_choice(rng, CHATTER)}"
         if text not in avoid and _norm(text) not in avoid:
             return text
+
+
+def _fill_code(slot: int, who: str, covering: list[_NotePlan], put, rng: np.random.Generator) -> bool:
+    """Codes-only logs: a free slot gets another code, half the time one digit off the code
+    of a note whose window holds the slot (put() refuses a second right answer)."""
+    for _ in range(8):
+        if covering and rng.random() < 0.5:
+            msg = _near_duplicate(_choice(rng, covering).msg, rng)
+        else:
+            msg = _bare_code(rng)
+        if put(slot, who, msg):
+            return True
+    return False
 
 
 def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
@@ -555,10 +636,17 @@ def _build_stream(cfg: SynthConfig, plans: list[_NotePlan], n_texts: int,
                         break
 
     recent_templates = {p.msg.template for p in plans}
+    covering: dict[int, list[_NotePlan]] = {}  # slot -> notes whose window holds it (codes only)
+    if cfg.content == "codes":
+        for p in plans:
+            for s in range(p.start, p.start + w):
+                covering.setdefault(s, []).append(p)
     for s in range(n_texts):
         if texts[s] is not None:
             continue
         who = _choice(rng, NAMES[:6])
+        if cfg.content == "codes" and _fill_code(s, who, covering.get(s, []), put, rng):
+            continue
         nearby = {_norm(t[1]) for t in texts[max(0, s - w):s + w] if t is not None}
         for _ in range(20):
             if rng.random() < 0.55:
@@ -652,26 +740,101 @@ def _espeak_args(voice: str, speed: int, pitch: int) -> list[str]:
     return ["espeak-ng", "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "--stdin"]
 
 
-def speak(text: str, out_wav: Path, *, voice: str, speed: int, pitch: int = 50) -> None:
-    """Say text with espeak-ng into a 22.05 kHz 16-bit wav (text goes through stdin, never a shell)."""
-    _require("espeak-ng", "espeak-ng")
-    out_wav = Path(out_wav)
-    out_wav.parent.mkdir(parents=True, exist_ok=True)
-    _run(_espeak_args(voice, speed, pitch) + ["-w", str(out_wav)], text.encode("utf-8"))
+def engine_of(voice: str) -> tuple[str, str]:
+    """Split an engine-qualified voice: "festival:kal_diphone" -> ("festival", "kal_diphone").
+
+    A bare name is an espeak-ng voice, so every config written before engines existed
+    keeps its meaning.
+    """
+    engine, sep, name = voice.partition(":")
+    if not sep:
+        return "espeak-ng", voice
+    if engine not in ENGINE_TOOLS or engine == "espeak-ng":
+        raise ValueError(f"unknown speech engine {engine!r} in voice {voice!r}; use festival: or flite:")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):  # festival voices become Scheme code
+        raise ValueError(f"bad voice name {name!r} in {voice!r}")
+    return engine, name
 
 
-def _synthesize(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
-    """espeak-ng straight to memory; its streamed wav header has bogus sizes, so parse by hand."""
-    raw = _run(_espeak_args(voice, speed, pitch) + ["--stdout"], text.encode("utf-8"))
+def _pitch_factor(pitch: int) -> float:
+    """espeak-ng's pitch (0-99, 50 neutral) as a frequency ratio: 30..70 is about -2..+2 semitones."""
+    return 2.0 ** ((pitch - 50) / 120)
+
+
+def _parse_wav(raw: bytes, who: str, text: str) -> tuple[np.ndarray, int]:
+    """16-bit mono wav bytes to float32; streamed headers carry bogus sizes, so find "data" by hand."""
     if raw[:4] != b"RIFF" or raw.find(b"data") < 0:
-        raise SynthError(f"espeak-ng produced no wav for {text!r} with voice {voice!r}")
+        raise SynthError(f"{who} produced no wav for {text!r}")
     rate = int.from_bytes(raw[24:28], "little")
     pcm = raw[raw.find(b"data") + 8:]
     pcm = pcm[: len(pcm) // 2 * 2]
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     if x.size < rate // 10:
-        raise SynthError(f"espeak-ng produced almost no audio for {text!r}")
+        raise SynthError(f"{who} produced almost no audio for {text!r}")
     return x, rate
+
+
+def _festival(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """text2wave with speed and pitch mapped onto the voice's own controls.
+
+    Diphone/cluster voices take Duration_Stretch and a scaled target_f0_mean. HTS voices
+    ignore both: speed goes to hts_engine's rate (-r), and pitch is made by synthesizing
+    k times longer and playing back k times faster (a shorter or longer vocal tract too,
+    which is speaker variation all the same).
+    """
+    stretch = REFERENCE_WPM / speed
+    k = _pitch_factor(pitch)
+    evals = [f"(voice_{voice})"]
+    if voice.endswith("_hts"):
+        evals.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / (k * stretch):.4f}))))')
+    else:
+        evals.append(f"(Parameter.set 'Duration_Stretch {stretch:.4f})")
+        evals.append("(set! int_lr_params (cons (list 'target_f0_mean (* "
+                     f"{k:.4f} (car (cdr (assoc 'target_f0_mean int_lr_params))))) int_lr_params))")
+    args = ["text2wave"] + [a for e in evals for a in ("-eval", e)] + ["-o", "/dev/stdout"]
+    x, rate = _parse_wav(_run(args, text.encode("utf-8")), f"festival voice {voice!r}", text)
+    if voice.endswith("_hts"):
+        played = int(round(rate * k / 10)) * 10
+        g = math.gcd(FLAT_RATE, played)
+        x, rate = resample_poly(x, FLAT_RATE // g, played // g).astype(np.float32), FLAT_RATE
+    return x, rate
+
+
+def _flite(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """flite with duration_stretch and a target mean F0 scaled from the voice's own (rms ignores it)."""
+    f0 = FLITE_F0.get(voice, 120.0) * _pitch_factor(pitch)
+    with tempfile.TemporaryDirectory(prefix="flite-") as tmp:
+        out = Path(tmp) / "clip.wav"
+        _run(["flite", "-voice", voice, "--setf", f"duration_stretch={REFERENCE_WPM / speed:.4f}",
+              "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(out)])
+        return _parse_wav(out.read_bytes(), f"flite voice {voice!r}", text)
+
+
+def speak(text: str, out_wav: Path, *, voice: str, speed: int, pitch: int = 50) -> None:
+    """Say text into a 16-bit wav (text goes through stdin or argv, never a shell).
+
+    espeak-ng voices write 22.05 kHz; festival and flite voices their own rate.
+    """
+    engine, _ = engine_of(voice)
+    _require(*ENGINE_TOOLS[engine])
+    out_wav = Path(out_wav)
+    out_wav.parent.mkdir(parents=True, exist_ok=True)
+    if engine == "espeak-ng":
+        _run(_espeak_args(voice, speed, pitch) + ["-w", str(out_wav)], text.encode("utf-8"))
+        return
+    x, rate = _synthesize(text, voice, speed, pitch)
+    out_wav.write_bytes(_wav_bytes(x, rate))
+
+
+def _synthesize(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """Speech straight to memory with the voice's engine."""
+    engine, name = engine_of(voice)
+    if engine == "festival":
+        return _festival(text, name, speed, pitch)
+    if engine == "flite":
+        return _flite(text, name, speed, pitch)
+    raw = _run(_espeak_args(voice, speed, pitch) + ["--stdout"], text.encode("utf-8"))
+    return _parse_wav(raw, f"espeak-ng voice {voice!r}", text)
 
 
 def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -847,13 +1010,30 @@ def _check_windows(events: list[dict], plans: list[_NotePlan], typed_ids: dict[s
     return windows
 
 
-def _generate(out_dir: Path, cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator,
-              avoid: set[str], class_names: tuple[str, ...] | None = None) -> SynthInfo:
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    rec = out_dir / "recordings"
-    rec.mkdir(parents=True, exist_ok=True)
+@dataclass
+class SynthPlan:
+    """A dataset decided down to every text and truth, before any audio is made."""
 
+    plans: list[_NotePlan]
+    events: list[dict]              # chats.jsonl rows, gold label_ids included
+    typed_ids: dict[str, str]       # note id -> id of the message its sender typed
+    windows: dict[str, list[dict]]  # note id -> its candidate text events
+    gold: set[str]
+    babble_seed: int
+    class_names: tuple[str, ...] | None = None  # closed-phrase data: the phrases, by class index
+
+    def positions(self) -> list[int | None]:
+        """1-based window position of each note's right message (None: not in its window)."""
+        return [None if p.missing else [c["id"] for c in self.windows[p.note_id]].index(self.typed_ids[p.note_id]) + 1
+                for p in self.plans]
+
+    def chats_text(self) -> str:
+        """Exactly what make_dataset writes to chats.jsonl."""
+        return _jsonl_text(self.events)
+
+
+def _plan_stream(cfg: SynthConfig, plans: list[_NotePlan], rng: np.random.Generator,
+                 avoid: set[str]) -> SynthPlan:
     n_texts = _layout(cfg, plans, rng)
     events, typed_ids = _build_stream(cfg, plans, n_texts, rng, avoid)
     windows = _check_windows(events, plans, typed_ids, cfg.window)
@@ -865,7 +1045,16 @@ def _generate(out_dir: Path, cfg: SynthConfig, plans: list[_NotePlan], rng: np.r
     for ev in events:
         if ev["type"] == "voice" and ev["id"] in gold:
             ev["label_id"] = typed_ids[ev["id"]]
-    babble_seed = int(rng.integers(2**31))
+    return SynthPlan(plans, events, typed_ids, windows, gold, babble_seed=int(rng.integers(2**31)))
+
+
+def _generate(out_dir: Path, cfg: SynthConfig, plan: SynthPlan) -> SynthInfo:
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    rec = out_dir / "recordings"
+    rec.mkdir(parents=True, exist_ok=True)
+    plans, events, typed_ids, windows, gold = plan.plans, plan.events, plan.typed_ids, plan.windows, plan.gold
+    babble_seed, class_names = plan.babble_seed, plan.class_names
 
     # Audio: the only slow part, and a pure function of each plan -> threads.
     babble = _babble_bank(babble_seed, cfg.voices) if any(p.noise_kind == "babble" for p in plans) else None
@@ -908,16 +1097,19 @@ def _generate(out_dir: Path, cfg: SynthConfig, plans: list[_NotePlan], rng: np.r
                      recordings=rec, n_notes=len(plans), seconds=time.perf_counter() - t0)
 
 
+def _jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.write_text(_jsonl_text(rows), encoding="utf-8")
     os.replace(tmp, path)
 
 
 def _check_tools(cfg: SynthConfig) -> None:
-    _require("espeak-ng", "espeak-ng")
+    for engine in sorted({engine_of(v)[0] for v in cfg.voices}):
+        _require(*ENGINE_TOOLS[engine])
     if any(f != "wav" for f in cfg.formats):
         _require("ffmpeg", "ffmpeg")
 
@@ -927,9 +1119,20 @@ def make_dataset(out_dir: Path, config: SynthConfig | None = None) -> SynthInfo:
     cfg = config or SynthConfig()
     cfg.validate()
     _check_tools(cfg)
+    return _generate(Path(out_dir), cfg, plan_dataset(cfg))
+
+
+def plan_dataset(config: SynthConfig | None = None) -> SynthPlan:
+    """Decide everything make_dataset would write except the audio (fast: no speech engine)."""
+    cfg = config or SynthConfig()
+    cfg.validate()
+    if cfg.content == "closed":  # as even as n_notes allows: the first n % k phrases once more
+        k = len(CLASS_PHRASES)
+        counts = np.array([cfg.n_notes // k + (i < cfg.n_notes % k) for i in range(k)])
+        return _plan_closed(cfg, counts, CLASS_PHRASES)
     rng = np.random.default_rng(cfg.seed)
     plans = _plan_notes(cfg, _pick_messages(cfg, rng), rng)
-    return _generate(Path(out_dir), cfg, plans, rng, avoid=set())
+    return _plan_stream(cfg, plans, rng, avoid=set())
 
 
 def _class_message(phrase: str, rng: np.random.Generator) -> _Message:
@@ -937,6 +1140,34 @@ def _class_message(phrase: str, rng: np.random.Generator) -> _Message:
     if m:
         return _Message("", code=(0, m.group(1), _choice(rng, CODE_TEMPLATES[0][1])))
     return _Message(phrase.replace("{", "{{").replace("}", "}}"))
+
+
+def _class_order(counts: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """Interleave counts[k] notes of each class, never one class twice within 8 notes when avoidable."""
+    remaining = counts.copy()
+    order: list[int] = []
+    for _ in range(int(counts.sum())):
+        recent = set(order[-8:])
+        ok = [k for k in range(len(counts)) if remaining[k] > 0 and k not in recent]
+        if not ok:
+            ok = [k for k in range(len(counts)) if remaining[k] > 0]
+        weights = remaining[ok] / remaining[ok].sum()
+        k = int(rng.choice(ok, p=weights))
+        remaining[k] -= 1
+        order.append(k)
+    return order
+
+
+def _plan_closed(cfg: SynthConfig, counts: np.ndarray, phrases: tuple[str, ...]) -> SynthPlan:
+    """A chat whose notes say phrases[k] counts[k] times; chatter never contains a phrase."""
+    rng = np.random.default_rng(cfg.seed)
+    order = _class_order(counts, rng)
+    messages = [_class_message(phrases[k], rng) for k in order]
+    plans = _plan_notes(cfg, messages, rng, classes=order)
+    avoid = {_norm(spoken_form(p)) for p in phrases} | {_norm(p) for p in phrases}
+    plan = _plan_stream(cfg, plans, rng, avoid)
+    plan.class_names = tuple(phrases)
+    return plan
 
 
 def closed_class_dataset(out_dir: Path, n_per_class: int = 8, seed: int = 0,
@@ -954,22 +1185,7 @@ def closed_class_dataset(out_dir: Path, n_per_class: int = 8, seed: int = 0,
     cfg = replace(base, n_notes=n_per_class * len(phrases), seed=seed)
     cfg.validate()
     _check_tools(cfg)
-    rng = np.random.default_rng(seed)
-    remaining = np.full(len(phrases), n_per_class)
-    order: list[int] = []
-    for _ in range(cfg.n_notes):
-        recent = set(order[-8:])
-        ok = [k for k in range(len(phrases)) if remaining[k] > 0 and k not in recent]
-        if not ok:
-            ok = [k for k in range(len(phrases)) if remaining[k] > 0]
-        weights = remaining[ok] / remaining[ok].sum()
-        k = int(rng.choice(ok, p=weights))
-        remaining[k] -= 1
-        order.append(k)
-    messages = [_class_message(phrases[k], rng) for k in order]
-    plans = _plan_notes(cfg, messages, rng, classes=order)
-    avoid = {_norm(spoken_form(p)) for p in phrases} | {_norm(p) for p in phrases}
-    return _generate(Path(out_dir), cfg, plans, rng, avoid=avoid, class_names=tuple(phrases))
+    return _generate(Path(out_dir), cfg, _plan_closed(cfg, np.full(len(phrases), n_per_class), phrases))
 
 
 # --------------------------------------------------------------------------- presets

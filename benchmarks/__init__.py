@@ -1,0 +1,1 @@
+"""Benchmark and test tooling (synthetic data, data-shape families); not part of the installed package."""
