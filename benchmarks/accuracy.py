@@ -87,8 +87,10 @@ class Prepared:
         return [i for i, n in enumerate(self.notes) if not n.has_gold and self.truth[i] < len(n.candidates)]
 
 
-def prepare(name: str, folder: Path, lm, cache_root: Path) -> Prepared:
+def prepare(name: str, folder: Path, lm, cache_root: Path, limit: int | None = None) -> Prepared:
+    """The set's notes (the first `limit` voice notes when given) with their features."""
     read = read_notes(folder / "chats.jsonl", folder / "recordings")
+    read.notes = read.notes[:limit]
     prior = text_priors(lm, read.notes, cache_root)
     outcomes = run_clips(lm, read.notes, ClipOptions(), ClipCache(cache_root), prior=prior)
     truth_ids = {}
@@ -106,7 +108,7 @@ def prepare(name: str, folder: Path, lm, cache_root: Path) -> Prepared:
     return Prepared(name, notes, outcomes, prior, truth, dicts, sl)
 
 
-def prepare_all(names: list[str], data: Path, model: str) -> list[Prepared]:
+def prepare_all(names: list[str], data: Path, model: str, limit: int | None = None) -> list[Prepared]:
     lm = load_model(model, "auto")
     out = []
     for name in names:
@@ -117,7 +119,7 @@ def prepare_all(names: list[str], data: Path, model: str) -> list[Prepared]:
                 make_dataset(folder, HARD)
         else:
             folder = build(name, data / "families")
-        out.append(prepare(name, folder, lm, data / "cache"))
+        out.append(prepare(name, folder, lm, data / "cache", limit))
         print(f"{name}: {len(out[-1].notes)} notes ready in {time.perf_counter() - t:.0f} s", flush=True)
     return out
 
@@ -143,9 +145,11 @@ def decide(p: Prepared, probs: list[np.ndarray], platt=(1.0, 0.0)) -> tuple[list
 
 def defaults_alone(p: Prepared, m: match.Matcher, features=FEATURES) -> dict:
     """No gold used: the matcher's evidence, the window prior from the run, assignment."""
-    logits = [m.logits(x) for x in p.X(features)]
-    prior = match.fit_window_prior(logits, p.slots)
-    probs = [match.softmax(match.with_prior(z, s, prior)) for z, s in zip(logits, p.slots)]
+    X = p.X(features)
+    logits = [m.logits(x) for x in X]
+    best = [match.dominant(x, features) for x in X]
+    prior = match.fit_window_prior(logits, p.slots, best=best)
+    probs = [match.softmax(match.with_prior(z, s, prior, b)) for z, s, b in zip(logits, p.slots, best)]
     return metrics(p, *decide(p, probs, m.platt))
 
 
@@ -278,14 +282,16 @@ def main() -> None:
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--data", type=Path, default=ROOT / "bench-data")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.json")
+    ap.add_argument("--notes", type=int, default=None, help="only the first N voice notes of each set")
     ap.add_argument("--fit-default", action="store_true")
     args = ap.parse_args()
-    sets = prepare_all(args.sets.split(","), args.data, args.model)
+    sets = prepare_all(args.sets.split(","), args.data, args.model, args.notes)
     if args.fit_default:
         fit_default(sets)
         return
     result = shift_table(sets)
     result["model"] = args.model
+    result["notes_per_set"] = args.notes
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print_table(result)

@@ -89,6 +89,7 @@ class _Note:
     clip: ClipResult | None
     error: str | None
     slots: np.ndarray | None = None
+    best: int | None = None  # the candidate the evidence puts first on every count (match.dominant)
 
 
 def label_notes(
@@ -109,7 +110,7 @@ def label_notes(
             scored.append(_Note(note, None, [], oc.result, silent))
             continue
         X, feats = candidate_features(note, oc.result, prior)
-        scored.append(_Note(note, X, feats, oc.result, None, slots(note)))
+        scored.append(_Note(note, X, feats, oc.result, None, slots(note), match.dominant(X)))
     ok = [s for s in scored if s.X is not None and len(s.note.candidates) > 0]
     summary = Summary(notes=len(notes), errors=len(scored) - len(ok))
 
@@ -198,11 +199,11 @@ def _cross_fitted(ok, gold, ys, offsets, use, options: MatchOptions):
 def _window_prior(ok, logits, known, options: MatchOptions) -> match.WindowPrior | None:
     if not options.position_prior or not ok:
         return None
-    return match.fit_window_prior(logits, [s.slots for s in ok], known)
+    return match.fit_window_prior(logits, [s.slots for s in ok], known, [s.best for s in ok])
 
 
 def _offsets(s: _Note, prior: match.WindowPrior | None) -> np.ndarray:
-    return np.append(prior.logits(s.slots), 0.0) if prior is not None else np.zeros(len(s.X) + 1)
+    return np.append(prior.logits(s.slots, s.best), 0.0) if prior is not None else np.zeros(len(s.X) + 1)
 
 
 def _final(ok, logits, prior, summary: Summary) -> list[np.ndarray]:

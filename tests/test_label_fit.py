@@ -1,4 +1,4 @@
-"""The matcher is refitted on gold only when the gold says the refit is better."""
+"""The gold chooses the matcher honestly, and the window prior never hides decisive evidence."""
 
 from pathlib import Path
 
@@ -9,14 +9,15 @@ from disamb.cache import ClipResult
 from disamb.chats import Candidate, VoiceNote
 from disamb.clips import ClipOutcome
 from disamb.label import MatchOptions, label_notes
+from disamb.textsim import render_spoken
 
 WORDS = "apple river stone cloud green market violin candle harbor pepper tiger lemon".split()
 
 
-def _notes(n: int, heard_right: float = 1.0):
+def _notes(n: int, heard_right: float = 1.0, seed: int = 3):
     """Notes whose transcript is the truth's text, or with probability 1 - heard_right
     another candidate's (a mishearing the features cannot see through)."""
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     notes, outcomes = [], {}
     for i in range(n):
         texts = [" ".join(rng.choice(WORDS, 3, replace=False)) for _ in range(4)]
@@ -29,40 +30,76 @@ def _notes(n: int, heard_right: float = 1.0):
     return notes, outcomes
 
 
-def _matcher(path: Path, cer_weight: float) -> Path:
+def _matcher(path: Path, **weights: float) -> Path:
     f = len(match.FEATURES)
-    w = np.zeros(f)
-    w[match.FEATURES.index("cer")] = cer_weight
+    w = np.array([weights.get(name, 0.0) for name in match.FEATURES])
     match.Matcher(list(match.FEATURES), np.zeros(f), np.ones(f), w, none_bias=-50.0).save(path)
     return path
 
 
-def test_a_wrong_starting_matcher_is_refitted(tmp_path):
+def test_a_starting_matcher_blind_to_the_evidence_is_replaced(tmp_path):
     notes, outcomes = _notes(40)
-    opts = MatchOptions(matcher=_matcher(tmp_path / "m.json", +5.0), assign=False, base_strength=0.0)  # prefers the worst match
+    # every candidate has the same (missing) likelihood: this matcher cannot tell them apart
+    opts = MatchOptions(matcher=_matcher(tmp_path / "m.json", lik_sum=1.0), assign=False)
     records, summary, used = label_notes(notes, outcomes, opts)
-    assert used.source.startswith("fitted on 40")
-    assert "refit" not in summary.extra
+    assert used.source.split()[0] in ("refit", "minimal")
+    losses = summary.matcher_losses
+    assert losses[used.source.split()[0]] < losses["starting weights"]
     assert summary.cv_accuracy > 0.9
 
 
-def test_a_starting_matcher_the_gold_cannot_improve_is_kept(tmp_path):
-    # 70% heard right among 4 candidates: the best weight gives the match ln(7) nats;
-    # a refit from zero on 32 notes per fold can only be noisier than that
+def test_a_small_gold_set_cannot_lock_in_a_bad_fit(tmp_path):
+    # Weights fitted on 600 notes like these are about as good as it gets. Whatever
+    # the 40 gold notes of another sample choose (the same weights, a refit or the
+    # minimal model), it must label a fresh sample about as well.
+    big, big_outcomes = _notes(600, heard_right=0.7, seed=10)
+    _, _, good = label_notes(big, big_outcomes, MatchOptions(assign=False, position_prior=False))
+    good.save(tmp_path / "good.json")
     notes, outcomes = _notes(40, heard_right=0.7)
-    opts = MatchOptions(matcher=_matcher(tmp_path / "m.json", -2.4), assign=False, base_strength=0.0)
-    records, summary, used = label_notes(notes, outcomes, opts)
-    assert not used.source.startswith("fitted")
-    assert summary.extra["refit"].startswith("kept")
-    # every note gets the starting matcher's own probabilities
-    unfitted, _, _ = label_notes(notes, outcomes, MatchOptions(matcher=opts.matcher, refit=False, assign=False))
-    assert [r["candidates"] for r in records] == [r["candidates"] for r in unfitted]
+    _, summary, used = label_notes(notes, outcomes, MatchOptions(matcher=tmp_path / "good.json", assign=False,
+                                                                 position_prior=False))
+    assert set(summary.matcher_losses) == {"starting weights", "refit", "minimal"}
+    fresh, fresh_outcomes = _notes(300, heard_right=0.7, seed=11)
+    used.save(tmp_path / "used.json")
+
+    def accuracy(path):
+        records, _, _ = label_notes(fresh, fresh_outcomes, MatchOptions(matcher=path, refit=False, assign=False,
+                                                                        position_prior=False))
+        return np.mean([r["label_id"] == n.gold_label_id for r, n in zip(records, fresh)])
+
+    assert accuracy(tmp_path / "used.json") >= accuracy(tmp_path / "good.json") - 0.02
 
 
-def test_platt_is_pulled_towards_identity_on_little_gold():
+def _code_note(i: int, codes: list[str], heard: int, lik: list[float]) -> tuple[VoiceNote, ClipOutcome]:
+    cands = [Candidate(f"m{i}_{j}", c) for j, c in enumerate(codes)]
+    scores = {}
+    for c, total in zip(codes, lik):
+        for r in render_spoken(c):
+            scores.setdefault(r, (total, 6))
+    clip = ClipResult(seconds=2.0, transcript=" ".join(codes[heard].split()[0]), scores=scores)  # "5 1 2 7"
+    return VoiceNote(f"v{i}", f"v{i}.wav", Path(f"v{i}.wav"), cands), ClipOutcome(f"v{i}", clip)
+
+
+def test_exact_and_likeliest_answer_wins_from_the_last_place_of_an_early_chat():
+    """A chat whose answers nearly all come first teaches the prior to favour the first
+    place; a note whose transcript equals its last candidate, which also has the best
+    likelihood, is still labelled with it, against a one-digit-off distractor in first place."""
     rng = np.random.default_rng(0)
-    conf = rng.uniform(0.5, 1, 4000)
-    correct = (rng.uniform(size=4000) < conf**3).astype(float)
-    a_many, b_many = match.fit_platt(conf, correct)
-    a_few, b_few = match.fit_platt(conf[:25], correct[:25])
-    assert abs(a_few - 1) + abs(b_few) < abs(a_many - 1) + abs(b_many)
+    notes, outcomes = [], {}
+    for i in range(300):
+        codes = [str(rng.integers(1000, 9999)) for _ in range(10)]
+        lik = list(rng.normal(-30, 1, 10))
+        lik[0] = -18.0  # the answer sits first
+        note, oc = _code_note(i, codes, 0, lik)
+        notes.append(note)
+        outcomes[note.id] = oc
+    codes = ["5127 ok"] + [str(rng.integers(1000, 9999)) for _ in range(8)] + ["5128 ok"]
+    codes[0], codes[9] = "5128 ok", "5127 ok"  # the distractor first, the answer last
+    lik = list(rng.normal(-30, 1, 10))
+    lik[0], lik[9] = -21.0, -19.0
+    note, oc = _code_note(300, codes, 9, lik)
+    notes.append(note)
+    outcomes[note.id] = oc
+    records, summary, _ = label_notes(notes, outcomes, MatchOptions())
+    assert summary.window_prior["position"][0] > 0.5  # it did learn that answers come first (uniform: 0.1)
+    assert records[-1]["label"] == "5127 ok"
