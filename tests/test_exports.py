@@ -175,12 +175,10 @@ def test_telegram_file_level_errors(tmp_path, content, reason):
 
 def test_telegram_bad_messages_are_line_errors(tmp_path):
     path = tmp_path / "result.json"
-    path.write_text(json.dumps({"messages": ["nope", {"type": "message", "text": "no id"},
-                                             tg_voice(3, file=None) | {"file": 5}, tg_msg(4, "ok")]}))
+    path.write_text(json.dumps({"messages": ["nope", tg_voice(3, file=None) | {"file": 5}, tg_msg(4, "ok")]}))
     result = read_telegram(path)
     assert [(e.line, e.reason) for e in result.errors] == [
-        (1, "message is not a JSON object"), (2, 'message without an "id"'),
-        (3, "message 3: voice message without a file")]
+        (1, "message is not a JSON object"), (2, "message 3: voice message without a file")]
     assert [r["id"] for r in result.records] == ["4"]
 
 
@@ -258,7 +256,9 @@ def test_whatsapp_ios(tmp_path):
         ("wa8", "text", "Ann", "fine"),
     ]
     assert result.records[0]["ts"] == "2025-10-13T18:24:05"
-    assert result.skipped == {"system": 2, "non-audio media": 2}
+    assert result.skipped == {"system": 1, "deleted or pending message": 1, "non-audio media": 1,
+                              "media omitted": 1}
+    assert (result.n_notices, result.n_placeholders) == (2, 1)
     assert [(e.line, e.reason) for e in result.errors] == [
         (5, "voice message not included in the export (exported without media)")]
     assert (result.n_voice, result.n_voice_present) == (2, 1)
