@@ -44,9 +44,6 @@ class ExportResult:
     """Stand-ins for media that was not exported ("<Media omitted>", "image omitted")."""
     assumed: dict[str, str] = field(default_factory=dict)
     """What the reader took for granted (date order, timezone), worded for the summary."""
-    n_chats: int = 1
-    n_left_chats: int = 0
-    """Chats of a full-account Telegram export that the account had left (read like the others)."""
 
 
 class _Builder:
@@ -65,8 +62,6 @@ class _Builder:
         self.n_notices = 0
         self.n_placeholders = 0
         self.assumed: dict[str, str] = {}
-        self.n_chats = 1
-        self.n_left_chats = 0
         self.synthetic_ids: Counter[str] = Counter()
         self.n_synthetic_ids = 0
 
@@ -103,7 +98,7 @@ class _Builder:
             n_voice_present=self.n_voice_present, n_text=sum(r["type"] == "text" for r in self.records),
             skipped=dict(self.skipped), errors=sorted(self.errors, key=lambda e: e.line),
             record_lines=self.lines, n_notices=self.n_notices, n_placeholders=self.n_placeholders,
-            assumed=dict(self.assumed), n_chats=self.n_chats, n_left_chats=self.n_left_chats,
+            assumed=dict(self.assumed),
         )
 
 
@@ -265,7 +260,6 @@ def read_telegram(path: Path, *, voice_types: Iterable[str] = ("voice_message",)
     chats, several, n_left = _telegram_chats(doc, shown)
     types = tuple(voice_types)
     b = _Builder(path)
-    b.n_chats, b.n_left_chats = len(chats), n_left
     for index, chat in enumerate(chats, start=1):
         messages = chat.get("messages")
         if not isinstance(messages, list):
@@ -318,7 +312,7 @@ _AUTHOR = re.compile(r"^(?P<author>[^:\n]{1,100}?): (?P<body>.*)$", re.DOTALL)
 
 # Folded (lower case, no dots or spaces) AM/PM markers as WhatsApp writes them; True = afternoon.
 _AMPM = {
-    "am": False, "pm": True, "a": False, "p": True,
+    "am": False, "pm": True,
     "오전": False, "오후": True, "上午": False, "下午": True, "凌晨": False, "早上": False, "中午": True,
     "晚上": True, "午前": False, "午後": True, "ص": False, "م": True, "πμ": False, "μμ": True,
     "vorm": False, "nachm": True, "sa": False, "ch": True, "fm": False, "em": True, "öö": False, "ös": True,
@@ -405,7 +399,9 @@ def _learn_markers(matches: list[tuple[int, re.Match]], group: str) -> dict[str,
         return meaning
     if len(unknown) + len(meaning) > 2:
         return None
-    if len(unknown) == 1 and len(meaning) == 1:
+    if len(unknown) == 1:
+        if not meaning:
+            return None  # one unknown word: nothing says what it means, so it is not taken for a marker
         return {**meaning, unknown.pop(): not next(iter(meaning.values()))}
     first: Counter[str] = Counter()
     prev: tuple[tuple[str, str, str], str] | None = None
@@ -414,10 +410,11 @@ def _learn_markers(matches: list[tuple[int, re.Match]], group: str) -> dict[str,
         if prev is not None and prev[0] == day and prev[1] != v:
             first[prev[1]] += 1
         prev = (day, v)
-    if len(unknown) != 2 or len(set(first.values())) < 2 or len(first) < 1:
+    x, y = sorted(unknown)
+    if first[x] == first[y]:
         return None
-    morning = first.most_common(1)[0][0]
-    return {v: v != morning for v in unknown}
+    morning = x if first[x] > first[y] else y
+    return {x: x != morning, y: y != morning}
 
 
 def _choose_layout(per_line: list[tuple[int, list[tuple[_Shape, re.Match]]]]) -> _Layout | None:

@@ -63,9 +63,10 @@ def test_import_telegram_summary_json(tmp_path):
     r = run_cli("import", "telegram", path.parent, "-o", out, "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
-    assert s == {"messages": 5, "voice_notes": 1, "voice_notes_with_audio": 1, "texts": 2,
-                 "skipped": {"service": 1, "photo without caption": 1}, "not_understood": [], "records": 3,
-                 "output": str(out), "recordings": str(path.parent.resolve())}
+    assert s == {"messages": 5, "voice_notes": 1, "voice_notes_with_audio": 1, "texts": 2, "notices": 1,
+                 "placeholders": 0, "skipped": {"service": 1, "photo without caption": 1},
+                 "assumed": {"timezone": "UTC, from each message's date_unixtime (its local date where that is missing)"},
+                 "not_understood": [], "records": 3, "output": str(out), "recordings": str(path.parent.resolve())}
     recs = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert [(x["id"], x["type"]) for x in recs] == [("1", "voice"), ("2", "text"), ("3", "text")]
     assert recs[0]["file"] == "voice_messages/audio_1@01-03-2024_12-00-10.ogg" and recs[2]["text"] == "bold move"
