@@ -9,6 +9,7 @@ skipped and counted, so the user can see what was left out and why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -324,6 +325,7 @@ def _norm_space(text: str) -> str:
     return text.replace("\u202f", " ").replace("\u00a0", " ")
 
 
+@functools.lru_cache(maxsize=256)
 def _fold(marker: str) -> str:
     return re.sub(r"[.\s]", "", marker).casefold()
 
@@ -463,7 +465,7 @@ def _date_order(path: Path, headers: list[tuple[int, re.Match]], given: str | No
     """
     if given is not None:
         return given, f"{ORDER_NAMES[given]} (as given)"
-    short = [(n, m) for n, m in headers if len(m["d1"]) != 4]
+    short = [(n, m) for n, m in headers if len(m["d1"]) != 4 and min(int(m["d1"]), int(m["d2"])) <= 12]
     if not short:
         return "dmy", "year first (as written)"
     day_first = next(((n, m) for n, m in short if int(m["d1"]) > 12), None)
@@ -519,7 +521,7 @@ _MEDIA_KINDS = {"image", "video", "audio", "sticker", "document", "gif", "contac
                 "autocollant", "pegatina"}
 _AUDIO_KINDS = {"audio", "áudio", "voice", "аудио"}
 # Android notices carry no bidi mark; these are the ones seen standing in for messages.
-_NOTICES = (
+_NOTICES = frozenset((
     "this message was deleted", "you deleted this message", "waiting for this message",
     "se eliminó este mensaje", "eliminaste este mensaje", "este mensaje fue eliminado", "esperando el mensaje",
     "diese nachricht wurde gelöscht", "du hast diese nachricht gelöscht", "warten auf diese nachricht",
@@ -528,7 +530,7 @@ _NOTICES = (
     "questo messaggio è stato eliminato", "hai eliminato questo messaggio", "in attesa di questo messaggio",
     "это сообщение удалено", "вы удалили это сообщение", "ожидание этого сообщения",
     "dit bericht is verwijderd", "je hebt dit bericht verwijderd",
-)
+))
 
 
 def _is_voice_file(file: str) -> bool:
@@ -552,13 +554,11 @@ def _attachment(folder: Path, line: str) -> tuple[str, str] | None:
     also be named like WhatsApp names media, carry a known phrase, or be in the folder.
     """
     body = _strip_marks(line)
-    m = _IOS_ATTACHED.match(body)
-    if m:
-        return _strip_marks(m["file"]), _strip_marks(m["before"])
-    m = _OLD_ATTACHED.match(body)
-    if m:
-        return _strip_marks(m["file"]), ""
-    m = _ANDROID_ATTACHED.match(body)
+    if body.endswith((">", "›")):
+        m = _IOS_ATTACHED.match(body) or _OLD_ATTACHED.match(body)
+        if m:
+            return _strip_marks(m["file"]), _strip_marks(m.groupdict().get("before") or "")
+    m = _ANDROID_ATTACHED.match(body) if body.endswith(")") else None
     if m:
         file = _strip_marks(m["file"])
         if (_MEDIA_NAME.match(file) or _strip_marks(m["tag"]).casefold() in _ATTACHED_PHRASES
@@ -581,8 +581,8 @@ def _omitted_kind(body: str) -> str | None:
 
 
 def _is_notice(body: str) -> bool:
-    plain = _strip_marks(body).casefold().rstrip(".…! ")
-    return plain == "null" or any(plain == p or plain.startswith(p + ".") for p in _NOTICES)
+    plain = _strip_marks(body).casefold()
+    return plain == "null" or plain.split(".", 1)[0].rstrip("…! ") in _NOTICES  # "Waiting for this message. This may take a while."
 
 
 @dataclass
@@ -674,7 +674,7 @@ def _whatsapp_message(b: _Builder, msg: _WaMessage, layout: _Layout, order: str)
         return
     author = _strip_marks(m["author"]).lstrip("~").strip(_MARKS + " \u202f\u00a0")
     body = m["body"]
-    edited = _EDITED_TAG.search(body)
+    edited = _EDITED_TAG.search(body) if body.rstrip().endswith(">") else None
     if edited and _strip_marks(body[:edited.start()]):
         body = body[:edited.start()]
     first, _, rest = body.partition("\n")

@@ -187,3 +187,26 @@ def test_import_then_label_and_label_straight_from_the_export(speech_export, tmp
     strip = lambda recs: [(x["id"], x["label_id"], x["confidence"], [(c["id"], c["prob"]) for c in x["candidates"]])  # noqa: E731
                           for x in recs]
     assert strip(runs["imported"]) == strip(runs["result.json"]) == strip(runs["folder"])
+
+
+def test_import_whatsapp_says_what_it_assumed_and_counts_notices_apart(tmp_path):
+    folder = tmp_path / "WhatsApp Chat with Gio"
+    folder.mkdir()
+    (folder / "PTT-20260107-WA0003.opus").write_bytes(b"OggS")
+    (folder / "_chat.txt").write_text("\n".join([
+        "01/07/26, 10:00 - Gio: PTT-20260107-WA0003.opus (file allegato)",
+        "01/07/26, 10:01 - Ann: Questo messaggio è stato eliminato",
+        "01/07/26, 10:02 - Ann: <Media omessi>",
+        "01/07/26, 10:03 - Ann: va bene",
+    ]) + "\n", encoding="utf-8")
+    out = tmp_path / "chats.jsonl"
+    r = run_cli("import", "whatsapp", folder, "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["voice_notes"], s["voice_notes_with_audio"], s["texts"], s["notices"], s["placeholders"]) == (1, 1, 1, 1, 1)
+    assert s["assumed"]["date order"].startswith("day-first, assumed")
+    r = run_cli("import", "whatsapp", folder, "-o", out, "--date-order", "mdy")
+    assert r.returncode == 0, r.stderr
+    assert "assumed: date order" in r.stdout and "month-first (as given)" in r.stdout
+    assert "notices left out" in r.stdout
+    assert [json.loads(x)["ts"][:10] for x in out.read_text("utf-8").splitlines()] == ["2026-01-07", "2026-01-07"]
