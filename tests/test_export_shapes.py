@@ -78,6 +78,18 @@ def test_unknown_am_pm_markers_are_told_apart_by_message_order(tmp_path):
     assert [r["ts"] for r in result.records] == ["2026-04-01T09:00:00", "2026-04-01T14:00:00", "2026-04-02T08:00:00"]
 
 
+@pytest.mark.parametrize("am, pm", [("AM", "PM"), ("a.m.", "p.m."), ("π.μ.", "μ.μ."), ("fm", "em"), ("SA", "CH")])
+def test_am_pm_markers_after_the_time(tmp_path, am, pm):
+    lines = [f"[2/4/26, 9:00:00 {am}] Ann: morning", f"[2/4/26, 1:00:00 {pm}] Bob: afternoon"]
+    assert [r["ts"][11:] for r in read_whatsapp(chat(tmp_path, lines)).records] == ["09:00:00", "13:00:00"]
+
+
+@pytest.mark.parametrize("am, pm", [("午前", "午後"), ("上午", "下午"), ("오전 ", "오후 ")])
+def test_am_pm_markers_before_the_time(tmp_path, am, pm):
+    lines = [f"2026/04/02 {am}9:00 - Ann: morning", f"2026/04/02 {pm}1:00 - Bob: afternoon"]
+    assert [r["ts"][11:] for r in read_whatsapp(chat(tmp_path, lines)).records] == ["09:00:00", "13:00:00"]
+
+
 # ---------------------------------------------------------------- B: hour 00 on a 12-hour clock
 
 
