@@ -84,24 +84,29 @@ def test_import_telegram_missing_media_is_reported_exit_1(tmp_path):
     assert len(out.read_text().splitlines()) == 3  # the rest was imported
 
 
-def test_import_whatsapp_summary(tmp_path):
-    folder = tmp_path / "WhatsApp Chat with Ann"
+def import_whatsapp(tmp_path: Path, voice_file: str, lines: list[str]) -> tuple[Path, Path, dict]:
+    """An export folder with `lines` as _chat.txt and one voice file, imported with --json: (folder, out, summary)."""
+    folder = tmp_path / "WhatsApp Chat"
     folder.mkdir()
-    (folder / "PTT-20240301-WA0001.opus").write_bytes(b"OggS")
-    (folder / "_chat.txt").write_text("\n".join([
+    (folder / voice_file).write_bytes(b"OggS")
+    (folder / "_chat.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "chats.jsonl"
+    r = run_cli("import", "whatsapp", folder, "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    return folder, out, json.loads(r.stdout)
+
+
+def test_import_whatsapp_summary(tmp_path):
+    # a voice note whose file is not in the folder is still imported (counted as without audio);
+    # `disamb label` then reports it as "audio file not found" for its line
+    folder, out, s = import_whatsapp(tmp_path, "PTT-20240301-WA0001.opus", [
         "01/03/2024, 12:00 - Messages and calls are end-to-end encrypted.",
         "01/03/2024, 12:01 - Ann: PTT-20240301-WA0001.opus (file attached)",
         "01/03/2024, 12:02 - Bob: see u at 5",
         "01/03/2024, 12:03 - Bob: or 6",
         "still the same message",
         "01/03/2024, 12:04 - Ann: PTT-20240301-WA0002.opus (file attached)",
-    ]) + "\n", encoding="utf-8")
-    out = tmp_path / "chats.jsonl"
-    r = run_cli("import", "whatsapp", folder, "-o", out, "--json")
-    # a voice note whose file is not in the folder is still imported (counted as without audio);
-    # `disamb label` then reports it as "audio file not found" for its line
-    assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout)
+    ])
     assert (s["messages"], s["voice_notes"], s["voice_notes_with_audio"], s["texts"], s["records"]) == (5, 2, 1, 2, 4)
     assert s["skipped"] == {"system": 1} and s["not_understood"] == []
     recs = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
@@ -190,19 +195,12 @@ def test_import_then_label_and_label_straight_from_the_export(speech_export, tmp
 
 
 def test_import_whatsapp_says_what_it_assumed_and_counts_notices_apart(tmp_path):
-    folder = tmp_path / "WhatsApp Chat with Gio"
-    folder.mkdir()
-    (folder / "PTT-20260107-WA0003.opus").write_bytes(b"OggS")
-    (folder / "_chat.txt").write_text("\n".join([
+    folder, out, s = import_whatsapp(tmp_path, "PTT-20260107-WA0003.opus", [
         "01/07/26, 10:00 - Gio: PTT-20260107-WA0003.opus (file allegato)",
         "01/07/26, 10:01 - Ann: Questo messaggio è stato eliminato",
         "01/07/26, 10:02 - Ann: <Media omessi>",
         "01/07/26, 10:03 - Ann: va bene",
-    ]) + "\n", encoding="utf-8")
-    out = tmp_path / "chats.jsonl"
-    r = run_cli("import", "whatsapp", folder, "-o", out, "--json")
-    assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout)
+    ])
     assert (s["voice_notes"], s["voice_notes_with_audio"], s["texts"], s["notices"], s["placeholders"]) == (1, 1, 1, 1, 1)
     assert s["assumed"]["date order"].startswith("day-first, assumed")
     r = run_cli("import", "whatsapp", folder, "-o", out, "--date-order", "mdy")
