@@ -510,7 +510,7 @@ _ATTACHED_PHRASES = {
     "file attached", "archivo adjunto", "datei angehängt", "fichier joint", "arquivo anexado", "file allegato",
     "файл добавлен", "bestand bijgevoegd",
 }
-_PLACEHOLDER_TAG = re.compile(r"^<[^<>:\n]{2,60}>$")  # <Media omitted>, <Multimedia omitido>, <Без медиафайлов>
+_PLACEHOLDER_TAG = re.compile(r"^<(?=[^<>:\n]* )[^<>:\n]{3,60}>$")  # <Media omitted>, <Multimedia omitido>, <Без медиафайлов>
 _EDITED_TAG = re.compile(r"[ \t]*\u200e<[^<>:\n]{2,60}>[ \t]*$")  # ‎<This message was edited>, at a body's end
 _OMITTED_WORDS = ("omitted", "omitido", "omitida", "oculto", "ocultado", "weggelassen", "omis", "omise",
                   "omesso", "omessa", "weggelaten")

@@ -445,6 +445,11 @@ _wa_line = st.one_of(
     st.builds(lambda d, rest: f"{LRM}[{d}/10/25, 18:24:05] Ann: {rest}", st.integers(0, 99),
               st.sampled_from(["<attached: a.opus>", f"{LRM}audio omitted", "x.jpg (file attached)",
                                "<Media omitted>", "hi", f"{LRM}deleted", ""])),
+    st.builds(lambda head, h, marker, sep, rest: f"{head}{h}:05{marker}{sep}{rest}",
+              st.sampled_from(["2026. 4. 2. 오후 ", "2026/4/2 下午", "‏٢/٤/٢٠٢٦ ", "13.6.2018 klo ", "1/13/26, "]),
+              st.integers(0, 25), st.sampled_from(["", " AM", " م", " xa", " yb", " p. m."]),
+              st.sampled_from([" - ", ": ", " ", "] "]),
+              st.sampled_from(["a: m", "Ann: PTT-1.opus (file allegato)", "Ann: null", "b: x.pdf • ‎Dokument weggelassen"])),
 )
 
 
