@@ -434,8 +434,8 @@ def _choose_layout(per_line: list[tuple[int, list[tuple[_Shape, re.Match]]]]) ->
             return _Layout(shape, "post", meaning, matches[0][0])
         if "<w>" in shape.mid:
             meaning = _learn_markers(matches, "pre")
-            if meaning is not None and len({_fold(m["pre"]) for _, m in matches}) <= 2:
-                return _Layout(shape, "pre", meaning, matches[0][0])
+            if meaning is not None:
+                return _Layout(shape, "pre", meaning, matches[0][0])  # else the word only connects date and time
         return _Layout(shape, None, {}, matches[0][0])
     return None
 
@@ -453,21 +453,27 @@ def _date_text(m: re.Match) -> str:
     return m.string[m.start("d1"):m.end("d3")]
 
 
-ORDER_NAMES = {"dmy": "day-first", "mdy": "month-first"}
+_ORDER_NAMES = {"dmy": "day-first", "mdy": "month-first"}
+
+
+def _backward_steps(headers: list[re.Match], order: str) -> int:
+    """How often a message's date is earlier than the one before it, read in `order`."""
+    dates = [_date_fields(m, order) for m in headers]
+    return sum(a > b for a, b in zip(dates, dates[1:]))
 
 
 def _date_order(path: Path, headers: list[tuple[int, re.Match]], given: str | None) -> tuple[str, str]:
     """The order of day and month, and how it was settled (for the summary).
 
-    A first field over 12 can only be a day, a second one only a day too; a file with
-    both cannot be read one way. Without such a date, the order that keeps the messages
-    in time order wins; failing that, day-first is assumed and the summary says so.
+    A first field over 12 makes the file day-first, a second one month-first; a file
+    with both cannot be read one way. Without such a date, the order that keeps the
+    messages in time order wins; failing that, day-first is assumed and the summary says so.
     """
     if given is not None:
-        return given, f"{ORDER_NAMES[given]} (as given)"
-    short = [(n, m) for n, m in headers if len(m["d1"]) != 4 and min(int(m["d1"]), int(m["d2"])) <= 12]
-    if not short:
+        return given, f"{_ORDER_NAMES[given]} (as given)"
+    if all(len(m["d1"]) == 4 for _, m in headers):
         return "dmy", "year first (as written)"
+    short = [(n, m) for n, m in headers if len(m["d1"]) != 4 and min(int(m["d1"]), int(m["d2"])) <= 12]
     day_first = next(((n, m) for n, m in short if int(m["d1"]) > 12), None)
     month_first = next(((n, m) for n, m in short if int(m["d2"]) > 12), None)
     if day_first and month_first:
@@ -477,12 +483,11 @@ def _date_order(path: Path, headers: list[tuple[int, re.Match]], given: str | No
                   "mdy to read it one way (lines in the other order are then reported)")
     if day_first or month_first:
         order, (n, m) = ("dmy", day_first) if day_first else ("mdy", month_first)
-        return order, f"{ORDER_NAMES[order]} (from line {n}: {_date_text(m)})"
-    backwards = {o: sum(a > b for a, b in zip(dates, dates[1:]))
-                 for o in ORDER_NAMES for dates in [[_date_fields(m, o) for _, m in short]]}
+        return order, f"{_ORDER_NAMES[order]} (from line {n}: {_date_text(m)})"
+    backwards = {order: _backward_steps([m for _, m in short], order) for order in _ORDER_NAMES}
     if backwards["dmy"] != backwards["mdy"]:
         order = min(backwards, key=backwards.get)
-        return order, f"{ORDER_NAMES[order]} (the other order would put messages out of time order)"
+        return order, f"{_ORDER_NAMES[order]} (read the other way, dates would go backwards more often)"
     return "dmy", "day-first, assumed: no date in the file settles it (--date-order mdy reads it month-first)"
 
 

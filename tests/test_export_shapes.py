@@ -118,7 +118,7 @@ def test_date_order_settled_by_a_date_or_by_message_order(tmp_path):
     assert by_date.records[0]["ts"] == "2026-01-05T09:00:00"
     # 5 Jan, 6 Jan, 1 Feb is in time order only when read day-first
     by_order = read_whatsapp(chat(tmp_path, ["5/1/26, 9:00 - Ann: a", "6/1/26, 9:00 - Ann: b", "1/2/26, 9:00 - Ann: c"]))
-    assert by_order.assumed["date order"] == "day-first (the other order would put messages out of time order)"
+    assert by_order.assumed["date order"] == "day-first (read the other way, dates would go backwards more often)"
     assert [r["ts"][:10] for r in by_order.records] == ["2026-01-05", "2026-01-06", "2026-02-01"]
 
 
