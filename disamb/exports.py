@@ -580,8 +580,8 @@ def _omitted_kind(body: str) -> str | None:
         return None
     kind = (m["k1"] or m["k2"]).casefold()
     if "\u200e" in body or kind in _MEDIA_KINDS:
-        before = _strip_marks(body[: len(body) - len(last)].split(" • ", 1)[0]) if " • " in body else ""
-        return "audio" if kind in _AUDIO_KINDS or (before and _VOICE_NAME.search(before)) else kind
+        named = _strip_marks(body.split(" • ", 1)[0]) if " • " in body else ""  # "file.pdf • 1 page document omitted"
+        return "audio" if kind in _AUDIO_KINDS or (named and _VOICE_NAME.search(named)) else kind
     return None
 
 
