@@ -750,7 +750,10 @@ def import_export(
         "voice_notes": result.n_voice,
         "voice_notes_with_audio": result.n_voice_present,
         "texts": result.n_text,
+        "notices": result.n_notices,
+        "placeholders": result.n_placeholders,
         "skipped": result.skipped,
+        "assumed": result.assumed,
         "not_understood": [str(e) for e in result.errors],
         "records": len(result.records),
         "output": str(output),
@@ -765,8 +768,12 @@ def import_export(
         table.add_row("messages read", str(result.n_messages))
         table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
         table.add_row("text messages", str(result.n_text))
+        table.add_row("notices left out", str(result.n_notices))
+        table.add_row("placeholders for media not exported", str(result.n_placeholders))
         for what, n in sorted(result.skipped.items()):
             table.add_row(f"skipped: {what}", str(n))
+        for what, how in result.assumed.items():
+            table.add_row(f"assumed: {what}", how)
         table.add_row("not understood / no media", str(len(result.errors)))
         table.add_row("written", f"{output} ({len(result.records)} records)")
         out.print(table)

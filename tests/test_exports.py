@@ -175,12 +175,10 @@ def test_telegram_file_level_errors(tmp_path, content, reason):
 
 def test_telegram_bad_messages_are_line_errors(tmp_path):
     path = tmp_path / "result.json"
-    path.write_text(json.dumps({"messages": ["nope", {"type": "message", "text": "no id"},
-                                             tg_voice(3, file=None) | {"file": 5}, tg_msg(4, "ok")]}))
+    path.write_text(json.dumps({"messages": ["nope", tg_voice(3, file=None) | {"file": 5}, tg_msg(4, "ok")]}))
     result = read_telegram(path)
     assert [(e.line, e.reason) for e in result.errors] == [
-        (1, "message is not a JSON object"), (2, 'message without an "id"'),
-        (3, "message 3: voice message without a file")]
+        (1, "message is not a JSON object"), (2, "message 3: voice message without a file")]
     assert [r["id"] for r in result.records] == ["4"]
 
 
@@ -258,7 +256,9 @@ def test_whatsapp_ios(tmp_path):
         ("wa8", "text", "Ann", "fine"),
     ]
     assert result.records[0]["ts"] == "2025-10-13T18:24:05"
-    assert result.skipped == {"system": 2, "non-audio media": 2}
+    assert result.skipped == {"system": 1, "deleted or pending message": 1, "non-audio media": 1,
+                              "media omitted": 1}
+    assert (result.n_notices, result.n_placeholders) == (2, 1)
     assert [(e.line, e.reason) for e in result.errors] == [
         (5, "voice message not included in the export (exported without media)")]
     assert (result.n_voice, result.n_voice_present) == (2, 1)
@@ -445,6 +445,11 @@ _wa_line = st.one_of(
     st.builds(lambda d, rest: f"{LRM}[{d}/10/25, 18:24:05] Ann: {rest}", st.integers(0, 99),
               st.sampled_from(["<attached: a.opus>", f"{LRM}audio omitted", "x.jpg (file attached)",
                                "<Media omitted>", "hi", f"{LRM}deleted", ""])),
+    st.builds(lambda head, h, marker, sep, rest: f"{head}{h}:05{marker}{sep}{rest}",
+              st.sampled_from(["2026. 4. 2. 오후 ", "2026/4/2 下午", "‏٢/٤/٢٠٢٦ ", "13.6.2018 klo ", "1/13/26, "]),
+              st.integers(0, 25), st.sampled_from(["", " AM", " م", " xa", " yb", " p. m."]),
+              st.sampled_from([" - ", ": ", " ", "] "]),
+              st.sampled_from(["a: m", "Ann: PTT-1.opus (file allegato)", "Ann: null", "b: x.pdf • ‎Dokument weggelassen"])),
 )
 
 

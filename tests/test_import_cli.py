@@ -63,9 +63,10 @@ def test_import_telegram_summary_json(tmp_path):
     r = run_cli("import", "telegram", path.parent, "-o", out, "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
-    assert s == {"messages": 5, "voice_notes": 1, "voice_notes_with_audio": 1, "texts": 2,
-                 "skipped": {"service": 1, "photo without caption": 1}, "not_understood": [], "records": 3,
-                 "output": str(out), "recordings": str(path.parent.resolve())}
+    assert s == {"messages": 5, "voice_notes": 1, "voice_notes_with_audio": 1, "texts": 2, "notices": 1,
+                 "placeholders": 0, "skipped": {"service": 1, "photo without caption": 1},
+                 "assumed": {"timezone": "UTC, from each message's date_unixtime (its local date where that is missing)"},
+                 "not_understood": [], "records": 3, "output": str(out), "recordings": str(path.parent.resolve())}
     recs = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert [(x["id"], x["type"]) for x in recs] == [("1", "voice"), ("2", "text"), ("3", "text")]
     assert recs[0]["file"] == "voice_messages/audio_1@01-03-2024_12-00-10.ogg" and recs[2]["text"] == "bold move"
@@ -83,24 +84,29 @@ def test_import_telegram_missing_media_is_reported_exit_1(tmp_path):
     assert len(out.read_text().splitlines()) == 3  # the rest was imported
 
 
-def test_import_whatsapp_summary(tmp_path):
-    folder = tmp_path / "WhatsApp Chat with Ann"
+def import_whatsapp(tmp_path: Path, voice_file: str, lines: list[str]) -> tuple[Path, Path, dict]:
+    """An export folder with `lines` as _chat.txt and one voice file, imported with --json: (folder, out, summary)."""
+    folder = tmp_path / "WhatsApp Chat"
     folder.mkdir()
-    (folder / "PTT-20240301-WA0001.opus").write_bytes(b"OggS")
-    (folder / "_chat.txt").write_text("\n".join([
+    (folder / voice_file).write_bytes(b"OggS")
+    (folder / "_chat.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "chats.jsonl"
+    r = run_cli("import", "whatsapp", folder, "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    return folder, out, json.loads(r.stdout)
+
+
+def test_import_whatsapp_summary(tmp_path):
+    # a voice note whose file is not in the folder is still imported (counted as without audio);
+    # `disamb label` then reports it as "audio file not found" for its line
+    folder, out, s = import_whatsapp(tmp_path, "PTT-20240301-WA0001.opus", [
         "01/03/2024, 12:00 - Messages and calls are end-to-end encrypted.",
         "01/03/2024, 12:01 - Ann: PTT-20240301-WA0001.opus (file attached)",
         "01/03/2024, 12:02 - Bob: see u at 5",
         "01/03/2024, 12:03 - Bob: or 6",
         "still the same message",
         "01/03/2024, 12:04 - Ann: PTT-20240301-WA0002.opus (file attached)",
-    ]) + "\n", encoding="utf-8")
-    out = tmp_path / "chats.jsonl"
-    r = run_cli("import", "whatsapp", folder, "-o", out, "--json")
-    # a voice note whose file is not in the folder is still imported (counted as without audio);
-    # `disamb label` then reports it as "audio file not found" for its line
-    assert r.returncode == 0, r.stderr
-    s = json.loads(r.stdout)
+    ])
     assert (s["messages"], s["voice_notes"], s["voice_notes_with_audio"], s["texts"], s["records"]) == (5, 2, 1, 2, 4)
     assert s["skipped"] == {"system": 1} and s["not_understood"] == []
     recs = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
@@ -186,3 +192,19 @@ def test_import_then_label_and_label_straight_from_the_export(speech_export, tmp
     strip = lambda recs: [(x["id"], x["label_id"], x["confidence"], [(c["id"], c["prob"]) for c in x["candidates"]])  # noqa: E731
                           for x in recs]
     assert strip(runs["imported"]) == strip(runs["result.json"]) == strip(runs["folder"])
+
+
+def test_import_whatsapp_says_what_it_assumed_and_counts_notices_apart(tmp_path):
+    folder, out, s = import_whatsapp(tmp_path, "PTT-20260107-WA0003.opus", [
+        "01/07/26, 10:00 - Gio: PTT-20260107-WA0003.opus (file allegato)",
+        "01/07/26, 10:01 - Ann: Questo messaggio è stato eliminato",
+        "01/07/26, 10:02 - Ann: <Media omessi>",
+        "01/07/26, 10:03 - Ann: va bene",
+    ])
+    assert (s["voice_notes"], s["voice_notes_with_audio"], s["texts"], s["notices"], s["placeholders"]) == (1, 1, 1, 1, 1)
+    assert s["assumed"]["date order"].startswith("day-first, assumed")
+    r = run_cli("import", "whatsapp", folder, "-o", out, "--date-order", "mdy")
+    assert r.returncode == 0, r.stderr
+    assert "assumed: date order" in r.stdout and "month-first (as given)" in r.stdout
+    assert "notices left out" in r.stdout
+    assert [json.loads(x)["ts"][:10] for x in out.read_text("utf-8").splitlines()] == ["2026-01-07", "2026-01-07"]
