@@ -78,9 +78,9 @@ def candidate_features(
             "log_chars": math.log(chars),
             **text_features(transcript, cand.text),
             "position": float(j),
-            "gap": _gap_seconds(note, j),  # seconds; None in the output without timestamps
+            "gap": _gap_seconds(note, j),  # seconds; left out of the output without timestamps
         }
-        dicts.append({k: round(float(v), 4) if math.isfinite(v) else None for k, v in f.items()})
+        dicts.append({k: round(float(v), 4) for k, v in f.items() if math.isfinite(v)})
         rows.append([f[name] for name in FEATURES])
     return np.asarray(rows, float).reshape(len(rows), len(FEATURES)), dicts
 

@@ -83,6 +83,15 @@ class Matcher:
             raise MatcherError(f"not a matcher file ({e})") from e
         if m.features != list(FEATURES):
             raise MatcherError("matcher was fitted on other features; refit it")
+        if len(m.weights) != len(FEATURES) or len(m.mean) != len(FEATURES) or len(m.scale) != len(FEATURES):
+            raise MatcherError("not a matcher file (weights, mean and scale must have one value per feature)")
+        if not (np.all(np.isfinite(m.weights)) and np.all(np.isfinite(m.mean)) and np.all(m.scale > 0)
+                and math.isfinite(m.none_bias) and m.temperature > 0):
+            raise MatcherError("not a matcher file (non-finite weights or a scale that is not positive)")
+        against = [f for f, w in zip(FEATURES, m.weights) if w * EVIDENCE[f] < 0]
+        if against:
+            raise MatcherError(f"weights against the evidence for {', '.join(against)} (more likelihood or a "
+                               "closer text must never lower a score); refit it")
         return m
 
     def save(self, path: Path) -> None:

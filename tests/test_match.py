@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -201,3 +204,17 @@ def test_temperature_and_platt_calibrate():
     correct = (rng.uniform(size=2000) < conf**2).astype(float)  # overconfident
     a, b = match.fit_platt(conf, correct)
     assert match.apply_platt(0.9, (a, b)) < 0.9
+
+
+def test_a_matcher_file_against_the_evidence_is_refused(tmp_path):
+    m = match.default_matcher()
+    data = m.to_json()
+    data["weights"][match.FEATURES.index("cer")] = 1.0  # a closer transcript would lower the score
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    with pytest.raises(match.MatcherError, match="against the evidence for cer"):
+        match.Matcher.load(tmp_path / "m.json")
+    data = m.to_json()
+    data["scale"][0] = 0.0
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    with pytest.raises(match.MatcherError, match="not positive"):
+        match.Matcher.load(tmp_path / "m.json")

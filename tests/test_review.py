@@ -78,9 +78,10 @@ def make_review_data(folder: Path, n_notes: int = N_NOTES, seed: int = 0) -> dic
     for i in range(n_notes):
         nid = f"v{i:02d}"
         write_tone(rec_dir / f"{nid}.wav", freq=300 + 40 * i)
-        feats = rng.normal(0, 1, (10, len(match.FEATURES)))
-        feats[truth[i], 0] += 3.0  # lik_per_char
-        feats[truth[i], 4] -= 2.0  # cer
+        feats = np.zeros((10, len(match.FEATURES)))  # two informative features, the rest constant
+        feats[:, [match.FEATURES.index("lik_per_char"), match.FEATURES.index("cer")]] = rng.normal(0, 1, (10, 2))
+        feats[truth[i], match.FEATURES.index("lik_per_char")] += 4.0
+        feats[truth[i], match.FEATURES.index("cer")] -= 3.0
         top = 0.30 + 0.04 * rank[i]
         probs = np.full(10, (1 - top) / 10)
         pick = (truth[i] + (1 if i % 3 == 0 else 0)) % 10  # the labeller is wrong on every third note
