@@ -18,7 +18,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from disamb import models
+from disamb import ct2, models
 from disamb.models import ModelError
 from disamb.quantize import Int8TextDecoder
 
@@ -154,11 +154,11 @@ def _quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_every_bundled_variable_is_mapped(bundled_pt):
-    spec, variables, aliases = models._read_ct2(BUNDLED_DIR / "model.bin")
+    spec, variables, aliases = ct2._read_ct2(BUNDLED_DIR / "model.bin")
     assert spec == "WhisperSpec"
     assert aliases == TIED
-    models._resolve_aliases(variables, aliases)
-    dims, state = models._ct2_to_openai(variables)
+    ct2._resolve_aliases(variables, aliases)
+    dims, state = ct2._ct2_to_openai(variables)
     assert asdict(dims) == {
         "n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
         "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4,
@@ -308,7 +308,7 @@ def test_round_trip_through_ct2(small_whisper, tmp_path, storage):
             tolerance[name] = np.full(value.shape, 0.5 / scale + 1e-6)
     _write_ct2(tmp_path / "ct2" / "model.bin", variables, TIED, bf16=bf16)
 
-    out = models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "small.pt")
+    out = ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "small.pt")
     saved = torch.load(out, weights_only=True)
     assert saved["dims"] == asdict(small_whisper.dims)
     assert "alignment_heads" not in saved  # no config.json in this folder
@@ -343,14 +343,14 @@ def test_round_trip_through_ct2(small_whisper, tmp_path, storage):
 def test_conversion_writes_alignment_heads_from_config(small_whisper, tmp_path):
     _write_ct2(tmp_path / "ct2" / "model.bin", _whisper_to_ct2(small_whisper), TIED)
     (tmp_path / "ct2" / "config.json").write_text('{"alignment_heads": [[0, 1], [2, 0]]}')
-    out = models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "small.pt")
+    out = ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "small.pt")
     model = models.load_model(str(out), device="cpu").model
     mask = model.alignment_heads.to_dense()
     assert mask.shape == (3, 2)
     assert sorted(map(tuple, mask.nonzero().tolist())) == [(0, 1), (2, 0)]
 
     (tmp_path / "ct2" / "config.json").write_text('{"alignment_heads": [[5, 0]]}')
-    out = models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "bad_heads.pt")
+    out = ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "bad_heads.pt")
     with pytest.raises(ModelError, match=r"alignment head \[5, 0\] is outside"):
         models.load_model(str(out), device="cpu")
 
@@ -371,7 +371,7 @@ def test_conversion_rejects_layouts_it_does_not_understand(small_whisper, tmp_pa
     change(variables)
     _write_ct2(tmp_path / "ct2" / "model.bin", variables, TIED)
     with pytest.raises(ModelError, match=message):
-        models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
+        ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
 
 
@@ -380,7 +380,7 @@ def test_conversion_rejects_untied_projection(small_whisper, tmp_path):
     variables["decoder/projection/weight"] = variables["decoder/embeddings/weight"] + 1
     _write_ct2(tmp_path / "ct2" / "model.bin", variables, {})
     with pytest.raises(ModelError, match="untied output projection"):
-        models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
+        ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
 
 
 def test_conversion_rejects_damaged_model_bin(small_whisper, tmp_path):
@@ -388,12 +388,12 @@ def test_conversion_rejects_damaged_model_bin(small_whisper, tmp_path):
     data = (tmp_path / "ct2" / "model.bin").read_bytes()
     (tmp_path / "ct2" / "model.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="truncated"):
-        models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
+        ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
     (tmp_path / "ct2" / "model.bin").write_bytes(struct.pack("<I", 99) + data[4:])
     with pytest.raises(ModelError, match="binary version 99 not supported"):
-        models.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
+        ct2.convert_ct2_to_openai(tmp_path / "ct2", tmp_path / "out.pt")
     with pytest.raises(ModelError, match="cannot read"):
-        models.convert_ct2_to_openai(tmp_path / "missing", tmp_path / "out.pt")
+        ct2.convert_ct2_to_openai(tmp_path / "missing", tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
 
 
