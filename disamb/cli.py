@@ -327,7 +327,8 @@ def eval_(
 
     With --model, also a trained classifier: accuracy, top-3, per-class precision/recall, confusion matrix.
     """
-    from .evaluate import EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
+    from .evaluate import EvalError, evaluate_labels, read_gold, read_labels
+    from .report import rich_tables, write_report
 
     try:
         read = read_labels(labels)
@@ -372,7 +373,8 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     from .audio import FfmpegMissingError, require_ffmpeg
     from .cache import ClipCache, default_cache_dir
     from .clips import ClipOptions
-    from .evaluate import EvalError, evaluate_classifier, model_notes
+    from .classifier_eval import evaluate_classifier, model_notes
+    from .evaluate import EvalError
     from .models import ModelError, load_model, trained_compute
     from .train import Classifier, ModelFileError, embed_notes
 

@@ -13,11 +13,9 @@ from typer.testing import CliRunner
 
 from disamb.cli import app
 from disamb.textsim import normalize
+from disamb.classifier_eval import ModelEvalError, classification_metrics, evaluate_classifier
 from disamb.evaluate import (
-    ModelEvalError,
     NoGoldError,
-    classification_metrics,
-    evaluate_classifier,
     evaluate_labels,
     expected_calibration_error,
     read_gold,
@@ -26,8 +24,8 @@ from disamb.evaluate import (
     risk_coverage,
     transcript_error_rates,
     wilson_interval,
-    write_report,
 )
+from disamb.report import write_report
 
 runner = CliRunner()
 
