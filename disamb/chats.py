@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import exports
+from .inputs import AudioPathError, InputFileError, LineError, _show, read_text_bytes, resolve_audio
+
 MAX_MANIFEST_CANDIDATES = 50
 """A manifest lists its candidates explicitly; more than this is almost surely a mistake."""
 
@@ -49,16 +52,6 @@ class VoiceNote:
 
 
 @dataclass
-class LineError:
-    path: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
-
-
-@dataclass
 class ReadResult:
     notes: list[VoiceNote]
     errors: list[LineError]
@@ -68,66 +61,8 @@ class ReadResult:
     n_short_windows: int
 
 
-class InputFileError(Exception):
-    """The whole input file cannot be used (missing, a directory, not text, no valid record)."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-class AudioPathError(Exception):
-    """An audio path from the input cannot be used; the message is the one-line reason."""
-
-
-class UnsafePathError(AudioPathError):
-    """The path would lead outside the recordings folder (absolute, `..`, or a link)."""
-
-
-class MissingAudioError(AudioPathError):
-    """The path is safe but there is no audio file there."""
-
-
 class _BadLine(Exception):
     """Internal: the current line is rejected for the given reason."""
-
-
-# ---------------------------------------------------------------- audio paths
-
-
-def resolve_audio(recordings: Path, rel: str) -> Path:
-    """Resolve `rel` inside `recordings`, refusing anything that escapes it.
-
-    Only path metadata is inspected (resolve/stat); the file is never opened, so a
-    refused path cannot have side effects such as blocking on a FIFO.
-    """
-    if not rel:
-        raise UnsafePathError("audio path is empty")
-    if "\x00" in rel:
-        raise UnsafePathError(f"audio path contains a NUL character: {_show(rel)}")
-    rel_path = Path(rel)
-    if rel_path.is_absolute() or rel.startswith(("/", "\\")):
-        raise UnsafePathError(f"audio path is absolute (must be relative to the recordings folder): {rel}")
-    if ".." in rel_path.parts:
-        raise UnsafePathError(f"audio path leaves the recordings folder: {rel}")
-    try:
-        root = Path(recordings).resolve()
-        target = (root / rel_path).resolve()
-    except (OSError, RuntimeError) as exc:  # link loops, over-long names
-        raise UnsafePathError(f"audio path cannot be resolved ({exc.__class__.__name__}): {rel}") from None
-    if not target.is_relative_to(root):
-        raise UnsafePathError(f"audio path leaves the recordings folder through a link: {rel}")
-    try:
-        exists = target.exists()
-        is_file = target.is_file()
-    except OSError:
-        exists = is_file = False
-    if not exists:
-        raise MissingAudioError(f"audio file not found: {rel}")
-    if not is_file:
-        raise MissingAudioError(f"audio path is not a file: {rel}")
-    return target
 
 
 # ---------------------------------------------------------------- small helpers
@@ -148,12 +83,6 @@ def _jtype(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    """Quote a value for an error message, cut short so one line stays one line."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _req_str(obj: dict, key: str, *, allow_empty: bool = True) -> str:
@@ -238,31 +167,6 @@ def _match_label(label: str, candidates: list[Candidate]) -> str | None:
 
 
 # ---------------------------------------------------------------- file reading
-
-
-def read_text_bytes(path: Path) -> bytes:
-    """The file's bytes without a UTF-8 BOM; InputFileError when it is missing or clearly not text.
-
-    Shared by every reader so a wrong path gets the same one-line message everywhere.
-    """
-    shown = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(shown, "file not found") from None
-    except IsADirectoryError:
-        raise InputFileError(shown, "is a directory, not a file") from None
-    except PermissionError:
-        raise InputFileError(shown, "cannot read the file (permission denied)") from None
-    except OSError as exc:
-        raise InputFileError(shown, f"cannot read the file ({exc.strerror or exc})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InputFileError(shown, "file is UTF-16; save it as UTF-8")
-    if b"\x00" in data:
-        raise InputFileError(shown, "not a text file (contains NUL bytes)")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    return data
 
 
 def _read_lines(path: Path) -> list[tuple[int, str | LineError]]:
@@ -593,8 +497,6 @@ def read_notes(path: Path, recordings: Path, window: int = 10) -> ReadResult:
     path = Path(path)
     recordings = Path(recordings)
     source = str(path)
-    from disamb import exports  # late import: exports builds on this module
-
     kind = exports.detect_export(path)
     if kind is not None:
         return _read_export(path, recordings, window, kind)
@@ -623,8 +525,6 @@ def read_notes(path: Path, recordings: Path, window: int = 10) -> ReadResult:
 
 def _read_export(path: Path, recordings: Path, window: int, kind: str) -> ReadResult:
     """Notes from an app export: its records go through the same checks as a chats.jsonl."""
-    from disamb import exports
-
     if path.is_dir():  # detect_export found the export file inside the folder
         path = path / ("result.json" if kind == "telegram" else "_chat.txt")
     result = exports.read_telegram(path) if kind == "telegram" else exports.read_whatsapp(path)

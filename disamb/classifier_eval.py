@@ -67,7 +67,8 @@ def classification_metrics(true: Sequence[int], proba: np.ndarray, classes: list
 def model_notes(records: list[dict], gold: GoldRead | None, recordings: Path) -> tuple[list, dict[str, str]]:
     """VoiceNotes rebuilt from labels.jsonl records (gold from `gold` first), for embedding and
     retraining; notes whose audio path cannot be used are returned as errors by id."""
-    from .chats import AudioPathError, Candidate, VoiceNote, resolve_audio
+    from .chats import Candidate, VoiceNote
+    from .inputs import AudioPathError, resolve_audio
 
     notes, errors = [], {}
     for rec in records:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from disamb.chats import AudioPathError, InputFileError, LineError, read_text_bytes, resolve_audio
+from .inputs import AudioPathError, InputFileError, LineError, read_text_bytes, resolve_audio
 
 AUDIO_EXTENSIONS = frozenset({"opus", "ogg", "m4a", "mp3", "aac", "amr", "wav"})
 """Attachments with these extensions are voice notes; any other attachment is non-audio media."""

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .cache import write_atomic
-from .chats import AudioPathError, VoiceNote, resolve_audio
+from .chats import VoiceNote
+from .inputs import AudioPathError, resolve_audio
 from .textsim import normalize
 from .train import Classifier, gold_text
 

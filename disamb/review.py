@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from . import match
-from .chats import AudioPathError, UnsafePathError, VoiceNote, resolve_audio
+from .chats import VoiceNote
+from .inputs import AudioPathError, UnsafePathError, resolve_audio
 
 ORDERS = ("uncertain", "margin", "random", "file", "disagree")
 MIN_ANSWERS_TO_REFIT = 10

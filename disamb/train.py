@@ -24,7 +24,8 @@ from torch import nn
 
 from . import __version__
 from .cache import write_atomic
-from .chats import VoiceNote, read_text_bytes
+from .chats import VoiceNote
+from .inputs import read_text_bytes
 from .textsim import normalize
 
 LOSSES = ("gold", "ce", "proden", "cc", "mse")

@@ -10,18 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from disamb.chats import (
-    Candidate,
-    InputFileError,
-    LineError,
-    MissingAudioError,
-    ReadResult,
-    UnsafePathError,
-    loose_text,
-    parse_ts,
-    read_notes,
-    resolve_audio,
-)
+from disamb.chats import Candidate, ReadResult, loose_text, parse_ts, read_notes
+from disamb.inputs import InputFileError, LineError, MissingAudioError, UnsafePathError, resolve_audio
 
 
 # ---------------------------------------------------------------- helpers
