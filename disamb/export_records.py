@@ -1,6 +1,6 @@
 """What a chat-app export becomes: chat-stream records, plus counts of what was left out.
 
-The Telegram and WhatsApp readers both walk their export through one `_Builder`, so
+The Telegram and WhatsApp readers both walk their export through one `RecordBuilder`, so
 they count skipped messages, notices and placeholders alike and their records go on
 through the same checks in chats.py.
 """
@@ -34,7 +34,7 @@ class ExportResult:
     """What the reader took for granted (date order, timezone), worded for the summary."""
 
 
-class _Builder:
+class RecordBuilder:
     """Collects records and counts while an export is walked, so both readers count alike."""
 
     def __init__(self, path: Path) -> None:
@@ -90,7 +90,7 @@ class _Builder:
         )
 
 
-def _export_file(path: Path, names: tuple[str, ...]) -> Path:
+def export_file(path: Path, names: tuple[str, ...]) -> Path:
     """Accept the export folder as well as the file inside it."""
     path = Path(path)
     if path.is_dir():

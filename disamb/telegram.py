@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from .export_records import ExportResult, _Builder, _export_file
+from .export_records import ExportResult, RecordBuilder, export_file
 from .inputs import InputFileError, read_text_bytes
 
 
@@ -85,7 +85,7 @@ def _telegram_sender(msg: dict) -> str | None:
     return None
 
 
-def _telegram_message(b: _Builder, msg: Any, number: int, chat_id: str | None, voice_types: tuple[str, ...]) -> None:
+def _telegram_message(b: RecordBuilder, msg: Any, number: int, chat_id: str | None, voice_types: tuple[str, ...]) -> None:
     if not isinstance(msg, dict):
         b.error(number, "message is not a JSON object")
         return
@@ -144,7 +144,7 @@ def read_telegram(path: Path, *, voice_types: Iterable[str] = ("voice_message",)
     Errors carry the message's position in the file (1-based, across all chats) as
     the line, and its id in the reason, since JSON exports have no useful line numbers.
     """
-    path = _export_file(path, ("result.json",))
+    path = export_file(path, ("result.json",))
     shown = str(path)
     try:
         doc = json.loads(read_text_bytes(path).decode("utf-8"))
@@ -156,7 +156,7 @@ def read_telegram(path: Path, *, voice_types: Iterable[str] = ("voice_message",)
         raise InputFileError(shown, f"not valid JSON ({exc.__class__.__name__})") from None
     chats, several, n_left = _telegram_chats(doc, shown)
     types = tuple(voice_types)
-    b = _Builder(path)
+    b = RecordBuilder(path)
     for index, chat in enumerate(chats, start=1):
         messages = chat.get("messages")
         if not isinstance(messages, list):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .export_records import ExportResult, _Builder, _export_file
+from .export_records import ExportResult, RecordBuilder, export_file
 from .inputs import AudioPathError, InputFileError, read_text_bytes, resolve_audio
 
 AUDIO_EXTENSIONS = frozenset({"opus", "ogg", "m4a", "mp3", "aac", "amr", "wav"})
@@ -330,7 +330,7 @@ class _WaMessage:
     bad: bool = False
 
 
-def _decoded_lines(path: Path, b: _Builder) -> list[tuple[int, str, bool]]:
+def _decoded_lines(path: Path, b: RecordBuilder) -> list[tuple[int, str, bool]]:
     """(line number, text, whether it was valid UTF-8); bad bytes are reported and replaced."""
     lines = []
     for number, raw in enumerate(read_text_bytes(path).split(b"\n"), start=1):
@@ -344,7 +344,7 @@ def _decoded_lines(path: Path, b: _Builder) -> list[tuple[int, str, bool]]:
     return lines
 
 
-def _whatsapp_messages(path: Path, b: _Builder) -> tuple[list[_WaMessage], _Layout]:
+def _whatsapp_messages(path: Path, b: RecordBuilder) -> tuple[list[_WaMessage], _Layout]:
     """Group physical lines into messages: a line in the file's header layout starts one, other lines continue it.
 
     A line that looks like a header but is not in the file's layout is reported and
@@ -382,8 +382,8 @@ def read_whatsapp(path: Path, *, date_order: str | None = None) -> ExportResult:
     """
     if date_order not in (None, "dmy", "mdy"):
         raise ValueError(f'date_order must be "dmy", "mdy" or None, got {date_order!r}')
-    path = _export_file(path, ("_chat.txt",))
-    b = _Builder(path)
+    path = export_file(path, ("_chat.txt",))
+    b = RecordBuilder(path)
     messages, layout = _whatsapp_messages(path, b)
     order, how = _date_order(path, [(x.line, x.header) for x in messages if x.header is not None], date_order)
     b.assumed["date order"] = how
@@ -396,7 +396,7 @@ def read_whatsapp(path: Path, *, date_order: str | None = None) -> ExportResult:
     return b.result()
 
 
-def _whatsapp_message(b: _Builder, msg: _WaMessage, layout: _Layout, order: str) -> None:
+def _whatsapp_message(b: RecordBuilder, msg: _WaMessage, layout: _Layout, order: str) -> None:
     try:
         ts = _header_time(msg.header, layout, order).strftime("%Y-%m-%dT%H:%M:%S")
     except ValueError:
