@@ -179,7 +179,7 @@ def label(
     if not read.notes:
         fail(f"{chats}: no voice notes to label ({len(read.errors)} lines skipped)")
     if gold_file is not None:
-        from .review import ReviewError, apply_gold_file
+        from .answers import ReviewError, apply_gold_file
 
         try:
             n_gold = apply_gold_file(read.notes, gold_file)

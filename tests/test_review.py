@@ -26,22 +26,19 @@ with warnings.catch_warnings():
 
 from typer.testing import CliRunner
 
-from disamb import match, review
+from disamb import answers, match, review
 from disamb.chats import Candidate, VoiceNote
 from disamb.cli import app
+from disamb.answers import GoldFileError, append_answer, apply_gold_file, read_gold
 from disamb.review import (
-    GoldFileError,
     LabelsFileError,
     RefitError,
     Session,
     UnsafeHostError,
-    append_answer,
-    apply_gold_file,
     bind,
     check_host,
     create_app,
     queue_order,
-    read_gold,
 )
 
 N_NOTES = 14
@@ -206,7 +203,7 @@ def test_each_answer_is_appended_and_fsynced_at_once(data, monkeypatch):
         synced.append(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr(review.os, "fsync", spy)
+    monkeypatch.setattr(answers.os, "fsync", spy)
     client, _ = client_for(data)
     r = client.post("/api/answer", json={"id": "v03", "label_id": "m03_2"})
     assert r.status_code == 200 and r.json()["saved"]["label_id"] == "m03_2"
