@@ -187,6 +187,17 @@ def _save_figure(plt, fig, path: Path) -> None:
     plt.close(fig)  # pyplot keeps every open figure alive otherwise
 
 
+def _finish_unit_plot(plt, fig, ax, path: Path, xlabel: str, ylabel: str, bottom: float, legend: str) -> None:
+    """Both axes run up to 1 (a share against an accuracy): the calibration plots end alike."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    _save_figure(plt, fig, path)
+
+
 def plot_risk_coverage(result: dict, path: Path) -> None:
     plt = _pyplot()
     rc = result["risk_coverage"]
@@ -202,14 +213,10 @@ def plot_risk_coverage(result: dict, path: Path) -> None:
     if result["accuracy"]:
         ax.axhline(result["accuracy"]["value"], color="grey", ls="--", lw=1, label="overall accuracy (in window)")
     low = min([p["accuracy"] for p in rc] + ([result["accuracy"]["value"]] if result["accuracy"] else []), default=0.0)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(max(0.0, math.floor((low - 0.05) * 10) / 10), 1.02)  # zoom: the interesting part is near the top
-    ax.set_xlabel("coverage (share of gold notes accepted)")
-    ax.set_ylabel("accuracy of accepted")
     ax.set_title("Risk–coverage on gold")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    _save_figure(plt, fig, path)
+    bottom = max(0.0, math.floor((low - 0.05) * 10) / 10)  # zoom: the interesting part is near the top
+    _finish_unit_plot(plt, fig, ax, path, "coverage (share of gold notes accepted)", "accuracy of accepted",
+                      bottom, "lower left")
 
 
 def plot_reliability(result: dict, path: Path) -> None:
@@ -227,13 +234,7 @@ def plot_reliability(result: dict, path: Path) -> None:
         for r in rows:
             ax.annotate(str(r["count"]), (r["lo"] + width / 2, min(r["accuracy"] + 0.02, 0.98)), ha="center", fontsize=7)
         ax.set_title(f"Reliability (ECE {cal['ece']:.3f}, n={cal['n']})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    _save_figure(plt, fig, path)
+    _finish_unit_plot(plt, fig, ax, path, "confidence", "accuracy", 0, "upper left")
 
 
 def plot_confidence_histogram(result: dict, path: Path) -> None:
