@@ -16,7 +16,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from . import exports
 from .inputs import AudioPathError, InputFileError, LineError, _show, read_text_bytes, resolve_audio
@@ -287,10 +287,7 @@ def notes_from_chat(
     kept: list[_Message] = []
     first_seen: dict[str, int] = {}
     n_well_formed = 0
-    for line, obj in items:
-        if isinstance(obj, LineError):
-            errors.append(obj)
-            continue
+    for line, obj in _parsed(items, errors):
         try:
             msg = _chat_message(obj)
             msg.line = line
@@ -421,10 +418,7 @@ def notes_from_manifest(
     notes: list[VoiceNote] = []
     first_seen: dict[str, int] = {}
     n_well_formed = 0
-    for line, obj in items:
-        if isinstance(obj, LineError):
-            errors.append(obj)
-            continue
+    for line, obj in _parsed(items, errors):
         try:
             entry = _manifest_entry(obj)
             n_well_formed += 1
@@ -435,6 +429,15 @@ def notes_from_manifest(
             continue
         notes.append(_entry_note(entry, audio, line))
     return notes, n_well_formed
+
+
+def _parsed(items: Iterable[tuple[int, Any]], errors: list[LineError]) -> Iterator[tuple[int, Any]]:
+    """The (line, object) pairs that parsed; a line that did not is already its LineError, kept in `errors`."""
+    for line, obj in items:
+        if isinstance(obj, LineError):
+            errors.append(obj)
+        else:
+            yield line, obj
 
 
 def _claim_id(first_seen: dict[str, int], note_id: str, line: int) -> None:
