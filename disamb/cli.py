@@ -12,8 +12,9 @@ import signal
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -29,6 +30,13 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
+
+# Options several commands share, declared once so they read and behave alike.
+CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Per-clip cache folder (default: user cache).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the per-clip cache.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+SummaryJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout (nothing else).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -119,13 +127,49 @@ def print_line_errors(errors, limit: int = 50) -> None:
         err.print(f"... and {len(errors) - limit} more skipped lines", soft_wrap=True)
 
 
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    """One message for every option that takes one of a few words."""
+    if value not in choices:
+        words = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+        fail(f"{option} must be {words}, got {value!r}")
+
+
+def open_cache(cache_dir: Path | None, no_cache: bool):
+    """The per-clip cache of every command that runs the model: --no-cache, --cache-dir or the user cache."""
+    from .cache import ClipCache, default_cache_dir
+
+    return ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+
+
+def load_whisper(name: str, device: str, compute: str, context: str = ""):
+    """The Whisper model, or a one-line error (prefixed with `context`) and exit code 2."""
+    from .models import ModelError, load_model
+
+    try:
+        return load_model(name, device, compute=compute)
+    except ModelError as e:
+        fail(f"{context}{e}")
+
+
+def embed_with_progress(lm, notes, clip_options, cache, quiet: bool, interrupted: str):
+    """(embeddings, clip errors) for `notes` behind a progress bar; Ctrl-C says `interrupted` and exits 130."""
+    from .train import embed_notes
+
+    try:
+        with progress_bar(len(notes), "embeddings", quiet) as advance:
+            return embed_notes(lm, notes, clip_options, cache, on_done=advance)
+    except KeyboardInterrupt:
+        err.print(interrupted, soft_wrap=True)
+        raise typer.Exit(130)
+
+
 @app.command()
 def label(
     recordings: Path = typer.Argument(..., help="Folder holding the audio files (paths in CHATS are relative to it)."),
     chats: Path = typer.Argument(..., help="chats.jsonl, an explicit-candidates manifest, or a chat-app export."),
     output: Path = typer.Option(Path("labels.jsonl"), "-o", "--output", help="Where to write labels.jsonl."),
     model: str = typer.Option("tiny.en", "--model", help="tiny.en (bundled, offline), an openai-whisper name, or a .pt path."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: Device = "auto",
     compute: str = typer.Option("auto", "--compute", help="Weights: auto (int8 on CPU, float16 on CUDA), int8, float32 or float16."),
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note: the next N text messages."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="Beam search width (default: greedy)."),
@@ -142,10 +186,10 @@ def label(
     refit: bool = typer.Option(True, "--refit/--no-refit", help="With 30+ gold notes, let the gold choose (cross-validated log-loss) among the starting weights, a refit and a minimal model."),
     position_prior: bool = typer.Option(True, "--position-prior/--no-position-prior", help="Learn from this run's notes where in the window (and how long after the note) answers sit."),
     save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher used (fitted or default) here."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
+    as_json: SummaryJson = False,
     engine: str = typer.Option("local", "--engine", help="local, or ray: per-clip work on a Ray cluster (pip install 'disamb[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --engine ray: actors, each holding one model (default 1)."),
@@ -153,20 +197,16 @@ def label(
     shards: Optional[int] = typer.Option(None, "--shards", min=1, help="Also write the labels as N files OUTPUT-0000i-of-0000N.jsonl (input order)."),
 ) -> None:
     """Label every voice note with the chat message it says."""
-    from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
     from .clips import ClipOptions, StageTimes
-    from .label import MatchOptions, write_labels
+    from .label import MatchOptions
     from .pipeline import label_all
     from .match import MatcherError
-    from .models import ModelError, load_model
     from .audio import FfmpegMissingError, require_ffmpeg
 
     check_recordings_and_context(recordings, audio_ctx)
-    if mode not in ("full", "score"):
-        fail(f"--mode must be full or score, got {mode!r}")
-    if engine not in ("local", "ray"):
-        fail(f"--engine must be local or ray, got {engine!r}")
+    check_choice("--mode", mode, ("full", "score"))
+    check_choice("--engine", engine, ("local", "ray"))
     if engine == "local" and (address is not None or workers is not None or gpus_per_worker is not None):
         fail("--address, --workers and --num-gpus-per-worker go with --engine ray")
     check_writable(output)
@@ -179,14 +219,7 @@ def label(
     if not read.notes:
         fail(f"{chats}: no voice notes to label ({len(read.errors)} lines skipped)")
     if gold_file is not None:
-        from .answers import ReviewError, apply_gold_file
-
-        try:
-            n_gold = apply_gold_file(read.notes, gold_file)
-        except (ReviewError, OSError) as e:
-            fail(f"{gold_file}: {e}")
-        if not quiet and not as_json:
-            err.print(f"{n_gold} gold answers applied from {gold_file}", soft_wrap=True)
+        _apply_gold_file(read.notes, gold_file, verbose=not quiet and not as_json)
 
     stopped_by: list[int] = []
 
@@ -197,11 +230,8 @@ def label(
     signal.signal(signal.SIGTERM, on_sigterm)
     times = StageTimes()
     try:
-        try:
-            lm = load_model(model, device, compute=compute)
-        except ModelError as e:
-            fail(str(e))
-        cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+        lm = load_whisper(model, device, compute)
+        cache = open_cache(cache_dir, no_cache)
         options = ClipOptions(
             beam_size=beam_size, batch_size=batch_size, audio_ctx=audio_ctx, max_duration=max_duration, mode=mode
         )
@@ -213,8 +243,8 @@ def label(
             with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
                 outcomes = None
                 if engine == "ray":
-                    outcomes = _ray_clips(read.notes, model, device, options, cache.root, address, workers,
-                                          gpus_per_worker, advance, times, lm.key, compute)
+                    job = RayJob(model, device, compute, address, workers, gpus_per_worker)
+                    outcomes = _ray_clips(job, read.notes, options, cache.root, lm.key, advance, times)
                 run = label_all(lm, read.notes, options, match_options, cache.root, on_done=advance,
                                 outcomes=outcomes, times=times)
             records, summary, matcher_used = run.records, run.summary, run.matcher
@@ -224,16 +254,7 @@ def label(
             fail(f"{matcher_in}: {e}")
         summary.skipped_lines = len(read.errors)
         summary.short_windows = read.n_short_windows
-        try:
-            write_labels(output, records)
-            if shards is not None:
-                from .distributed import write_shards
-
-                shard_files = [str(p) for p in write_shards(output, records, shards)]
-            if save_matcher is not None:
-                matcher_used.save(save_matcher)
-        except OSError as e:
-            fail(f"{e.filename or output}: cannot write ({e.strerror or e}); the per-clip cache keeps the work, rerun to finish")
+        shard_files = _write_label_outputs(output, records, shards, matcher_used, save_matcher)
     except KeyboardInterrupt:
         what = "SIGTERM" if stopped_by else "interrupted"
         err.print(
@@ -255,16 +276,60 @@ def label(
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
 
 
-def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus, advance, times, model_key, compute):
+def _apply_gold_file(notes, gold_file: Path, verbose: bool) -> None:
+    """`label --gold`: answers from `disamb review` set the gold of the notes they name."""
+    from .answers import ReviewError, apply_gold_file
+
+    try:
+        n_gold = apply_gold_file(notes, gold_file)
+    except (ReviewError, OSError) as e:
+        fail(f"{gold_file}: {e}")
+    if verbose:
+        err.print(f"{n_gold} gold answers applied from {gold_file}", soft_wrap=True)
+
+
+def _write_label_outputs(output: Path, records, shards: int | None, matcher, save_matcher: Path | None):
+    """labels.jsonl, its shards (whose names are returned) and the matcher, each written whole or not at all."""
+    from .label import write_labels
+
+    shard_files = None
+    try:
+        write_labels(output, records)
+        if shards is not None:
+            from .distributed import write_shards
+
+            shard_files = [str(p) for p in write_shards(output, records, shards)]
+        if save_matcher is not None:
+            matcher.save(save_matcher)
+    except OSError as e:
+        fail(f"{e.filename or output}: cannot write ({e.strerror or e}); the per-clip cache keeps the work, rerun to finish")
+    return shard_files
+
+
+@dataclass
+class RayJob:
+    """`label --engine ray` as given: the model and device as named, so each node resolves
+    auto (device, compute) for itself, and the cluster to use."""
+
+    model: str
+    device: str
+    compute: str
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+
+
+def _ray_clips(job: RayJob, notes, options, cache_root, model_key, advance, times):
     """The per-clip stage on Ray (`disamb label --engine ray`); errors become one line."""
     from .cache import default_cache_dir
     from .distributed import RayEngineError, RayOptions, run_clips_ray
 
-    if address and cache_root == default_cache_dir():  # each node would keep its own
+    if job.address and cache_root == default_cache_dir():  # each node would keep its own
         err.print(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share", soft_wrap=True)
-    ray_options = RayOptions(address=address, workers=workers or 1, num_gpus_per_worker=gpus or 0.0)
+    ray_options = RayOptions(address=job.address, workers=job.workers or 1, num_gpus_per_worker=job.gpus_per_worker or 0.0)
     try:
-        return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key, compute)
+        return run_clips_ray(notes, job.model, job.device, options, cache_root, ray_options, advance, times,
+                             model_key, job.compute)
     except RayEngineError as e:
         fail(str(e))
 
@@ -319,9 +384,9 @@ def eval_(
     recordings: Optional[Path] = typer.Option(None, "--recordings", help="Folder of the audio files (needed with --model)."),
     cv: Optional[int] = typer.Option(None, "--cv", min=2, max=50, help="With --model: K-fold retraining on gold instead of the model's held-out notes."),
     device: str = typer.Option("auto", "--device", help="With --model: auto, cpu or cuda."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
 ) -> None:
     """Measure labels on the gold subset: accuracy, precision/coverage, calibration, WER, worst mistakes.
 
@@ -371,12 +436,11 @@ def eval_(
 def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_cache, quiet) -> tuple[dict, list[str]]:
     """`eval --model`: embeddings of the notes needed (cache hits after label/train), then the scores."""
     from .audio import FfmpegMissingError, require_ffmpeg
-    from .cache import ClipCache, default_cache_dir
     from .clips import ClipOptions
     from .classifier_eval import evaluate_classifier, model_notes
     from .evaluate import EvalError
-    from .models import ModelError, load_model, trained_compute
-    from .train import Classifier, ModelFileError, embed_notes
+    from .models import trained_compute
+    from .train import Classifier, ModelFileError
 
     if recordings is None or not recordings.is_dir():
         fail("--model needs --recordings DIR, the folder of the audio files" + (f" ({recordings} is not a folder)" if recordings else ""))
@@ -389,18 +453,10 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     notes, path_errors = model_notes(records, gold, recordings)
     held = set(clf.meta.get("holdout_ids") or [])
     wanted = notes if cv is not None else [n for n in notes if n.has_gold and n.id in held]
-    try:
-        lm = load_model(encoder.get("name") or "tiny.en", device, compute=trained_compute(encoder))
-    except ModelError as e:
-        fail(str(e))
-    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+    lm = load_whisper(encoder.get("name") or "tiny.en", device, trained_compute(encoder))
+    cache = open_cache(cache_dir, no_cache)
     options = ClipOptions(beam_size=encoder.get("beam_size"), audio_ctx=encoder.get("audio_ctx") or "auto")
-    try:
-        with progress_bar(len(wanted), "embeddings", quiet) as advance:
-            embs, clip_errors = embed_notes(lm, wanted, options, cache, on_done=advance)
-    except KeyboardInterrupt:
-        err.print("interrupted: finished clips are cached", soft_wrap=True)
-        raise typer.Exit(130)
+    embs, clip_errors = embed_with_progress(lm, wanted, options, cache, quiet, "interrupted: finished clips are cached")
     try:
         scored = evaluate_classifier(clf, notes, embs, records, cv=cv)
     except EvalError as e:
@@ -427,7 +483,7 @@ def train_command(
     labels: Path = typer.Argument(..., help="labels.jsonl written by `disamb label`."),
     output: Path = typer.Option(..., "-o", "--output", help="Model folder to write (created if needed)."),
     model: str = typer.Option("tiny.en", "--model", help="Whisper encoder for the features; use the one `label` used."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: Device = "auto",
     compute: str = typer.Option("auto", "--compute", help="As given to `label`: auto (int8 on CPU, float16 on CUDA), int8, float32 or float16."),
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note, as in `label`."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, max=10, help="As given to `label` (keeps the cache hits)."),
@@ -443,28 +499,24 @@ def train_command(
     lr: float = typer.Option(0.01, "--lr", min=1e-6, help="Adam learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed for the held-out split and initial weights."),
     holdout: float = typer.Option(0.3, "--holdout", min=0.0, max=0.9, help="Share of gold notes held out for early stopping and selection."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+    as_json: SummaryJson = False,
 ) -> None:
     """Train a classifier head on Whisper embeddings from labels.jsonl (pseudo-labels, gold and candidate sets)."""
     from .audio import FfmpegMissingError, require_ffmpeg
-    from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
     from .clips import ClipOptions
-    from .models import ModelError, load_model
     from .train import (
-        ClassFileError, TrainError, TrainOptions, build_classes, build_dataset, class_texts, default_loss,
-        embed_notes, read_class_file, read_labels,
+        ClassFileError, TrainOptions, build_classes, build_dataset, class_texts, default_loss,
+        read_class_file, read_labels,
     )
-    from .train import train as fit_head
 
     check_recordings_and_context(recordings, audio_ctx)
-    if head not in ("linear", "mlp"):
-        fail(f"--head must be linear or mlp, got {head!r}")
-    if loss is not None and loss not in ("gold", "ce", "proden", "cc", "mse"):
-        fail(f"--loss must be gold, ce, proden, cc or mse, got {loss!r}")
+    check_choice("--head", head, ("linear", "mlp"))
+    if loss is not None:
+        check_choice("--loss", loss, ("gold", "ce", "proden", "cc", "mse"))
     if output.exists() and not output.is_dir():
         fail(f"{output}: exists and is not a folder")
     try:
@@ -485,18 +537,11 @@ def train_command(
     if not records:
         fail(f"{labels}: no labels.jsonl records")
 
-    try:
-        lm = load_model(model, device, compute=compute)
-    except ModelError as e:
-        fail(str(e))
-    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+    lm = load_whisper(model, device, compute)
+    cache = open_cache(cache_dir, no_cache)
     clip_options = ClipOptions(beam_size=beam_size, audio_ctx=audio_ctx)
-    try:
-        with progress_bar(len(read.notes), "embeddings", quiet or as_json) as advance:
-            embs, clip_errors = embed_notes(lm, read.notes, clip_options, cache, on_done=advance)
-    except KeyboardInterrupt:
-        err.print("interrupted: nothing written; finished clips are cached", soft_wrap=True)
-        raise typer.Exit(130)
+    embs, clip_errors = embed_with_progress(lm, read.notes, clip_options, cache, quiet or as_json,
+                                            "interrupted: nothing written; finished clips are cached")
 
     class_set = build_classes(class_texts(read.notes, records), min_count, fixed,
                               source=str(classes) if classes is not None else "labels")
@@ -510,22 +555,7 @@ def train_command(
     )
     encoder = {"name": model, "key": lm.key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
                "window": window}
-    bar = _epoch_progress(epochs, quiet or as_json)
-    try:
-        if bar is None:
-            result = fit_head(data, options, encoder)
-        else:
-            with bar:
-                task = bar.add_task("train", total=epochs, loss="", acc="-")
-
-                def on_epoch(info) -> None:
-                    acc = "-" if info.holdout_accuracy is None else f"{info.holdout_accuracy:.3f}"
-                    bar.update(task, completed=info.epoch, loss=f"{info.loss:.4f}", acc=acc)
-
-                result = fit_head(data, options, encoder, on_epoch=on_epoch)
-                bar.update(task, total=result.epochs_run, completed=result.epochs_run)
-    except TrainError as e:
-        fail(str(e))
+    result = _fit_head(data, options, encoder, quiet or as_json)
     result.classifier.save(output)
 
     summary = {
@@ -550,24 +580,52 @@ def train_command(
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
-        table = summary_table("disamb train")
-        rows = summary["rows"]
-        table.add_row("voice notes read", str(summary["notes"]))
-        table.add_row("with embeddings", f"{summary['with_embedding']} ({summary['errors']} failed)")
-        table.add_row("classes", f"{summary['classes']} (from {summary['class_source']}, min count {min_count})" if fixed is None
-                      else f"{summary['classes']} (from {summary['class_source']})")
-        table.add_row("notes outside the class set", str(summary["outside_class_set"]))
-        table.add_row("trained on", f"{rows['gold']} gold, {rows['accepted']} accepted, {rows['partial']} candidate sets")
-        table.add_row("loss / head", f"{summary['loss']} / {summary['head']}")
-        table.add_row("epochs (best)", f"{summary['epochs_run']} ({summary['best_epoch']})")
-        if summary["holdout_accuracy"] is not None:
-            table.add_row("held-out gold accuracy", f"{summary['holdout_accuracy']:.3f} on {summary['holdout_gold']} notes")
-        else:
-            table.add_row("held-out gold accuracy", "- (fewer than 2 gold notes in the class set)")
-        table.add_row("encoder", summary["model"])
-        table.add_row("written", summary["output"])
-        out.print(table)
+        print_train_summary(summary, min_count, fixed)
     raise typer.Exit(1 if (clip_errors or read.errors) else 0)
+
+
+def _fit_head(data, options, encoder: dict, quiet: bool):
+    """Train the head, with a per-epoch bar of the loss and held-out accuracy unless quiet."""
+    from .train import TrainError
+    from .train import train as fit_head
+
+    bar = _epoch_progress(options.epochs, quiet)
+    try:
+        if bar is None:
+            return fit_head(data, options, encoder)
+        with bar:
+            task = bar.add_task("train", total=options.epochs, loss="", acc="-")
+
+            def on_epoch(info) -> None:
+                acc = "-" if info.holdout_accuracy is None else f"{info.holdout_accuracy:.3f}"
+                bar.update(task, completed=info.epoch, loss=f"{info.loss:.4f}", acc=acc)
+
+            result = fit_head(data, options, encoder, on_epoch=on_epoch)
+            bar.update(task, total=result.epochs_run, completed=result.epochs_run)
+            return result
+    except TrainError as e:
+        fail(str(e))
+
+
+def print_train_summary(summary: dict, min_count: int, fixed: list[str] | None) -> None:
+    """The `disamb train` summary table (what --json prints as one object)."""
+    table = summary_table("disamb train")
+    rows = summary["rows"]
+    table.add_row("voice notes read", str(summary["notes"]))
+    table.add_row("with embeddings", f"{summary['with_embedding']} ({summary['errors']} failed)")
+    table.add_row("classes", f"{summary['classes']} (from {summary['class_source']}, min count {min_count})" if fixed is None
+                  else f"{summary['classes']} (from {summary['class_source']})")
+    table.add_row("notes outside the class set", str(summary["outside_class_set"]))
+    table.add_row("trained on", f"{rows['gold']} gold, {rows['accepted']} accepted, {rows['partial']} candidate sets")
+    table.add_row("loss / head", f"{summary['loss']} / {summary['head']}")
+    table.add_row("epochs (best)", f"{summary['epochs_run']} ({summary['best_epoch']})")
+    if summary["holdout_accuracy"] is not None:
+        table.add_row("held-out gold accuracy", f"{summary['holdout_accuracy']:.3f} on {summary['holdout_gold']} notes")
+    else:
+        table.add_row("held-out gold accuracy", "- (fewer than 2 gold notes in the class set)")
+    table.add_row("encoder", summary["model"])
+    table.add_row("written", summary["output"])
+    out.print(table)
 
 
 @app.command("predict")
@@ -580,20 +638,19 @@ def predict_command(
     restrict: bool = typer.Option(False, "--restrict-to-candidates", help="Choose only among the classes of each note's candidates (needs CHATS)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="labels.jsonl to report agreement with the labeller."),
     window: int = typer.Option(10, "--window", min=1, max=50, help="Candidates per voice note in CHATS."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Per-clip cache folder (default: user cache)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the per-clip cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    quiet: Quiet = False,
+    as_json: SummaryJson = False,
 ) -> None:
     """Say which class each recording carries, with a model from `disamb train`."""
     from .audio import FfmpegMissingError, require_ffmpeg
-    from .cache import ClipCache, default_cache_dir
     from .chats import InputFileError, read_notes
     from .clips import ClipOptions
-    from .models import ModelError, load_model, trained_compute
+    from .models import trained_compute
     from .predict import find_recordings, predict_notes, write_predictions
-    from .train import Classifier, ModelFileError, embed_notes, read_labels
+    from .train import Classifier, ModelFileError, read_labels
 
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
@@ -621,20 +678,13 @@ def predict_command(
         fail(f"{chats or recordings}: no recordings to predict")
 
     enc = clf.meta.get("encoder") or {}
-    try:
-        lm = load_model(enc.get("name") or "tiny.en", device, compute=trained_compute(enc))
-    except ModelError as e:
-        fail(f"{model_dir}: encoder: {e}")
+    lm = load_whisper(enc.get("name") or "tiny.en", device, trained_compute(enc), context=f"{model_dir}: encoder: ")
     if enc.get("key") and enc["key"] != lm.key:
         fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
-    cache = ClipCache(None if no_cache else (cache_dir or default_cache_dir()))
+    cache = open_cache(cache_dir, no_cache)
     clip_options = ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "auto")
-    try:
-        with progress_bar(len(notes), "embeddings", quiet or as_json) as advance:
-            embs, clip_errors = embed_notes(lm, notes, clip_options, cache, on_done=advance)
-    except KeyboardInterrupt:
-        err.print(f"interrupted: {output} left as it was; finished clips are cached", soft_wrap=True)
-        raise typer.Exit(130)
+    embs, clip_errors = embed_with_progress(lm, notes, clip_options, cache, quiet or as_json,
+                                            f"interrupted: {output} left as it was; finished clips are cached")
     bad_dim = [i for i, e in embs.items() if e.shape != (clf.dim,)]
     if bad_dim:
         fail(f"{model_dir}: model expects {clf.dim}-d features, the encoder gives {embs[bad_dim[0]].shape[0]}")
@@ -647,23 +697,28 @@ def predict_command(
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:
-        table = summary_table("disamb predict")
-        table.add_row("recordings", str(data["notes"]))
-        table.add_row("predicted", f"{data['predicted']} ({data['errors']} failed)")
-        table.add_row("classes", str(data["classes"]))
-        if restrict:
-            table.add_row("restricted to candidates", f"{data['restricted']} ({data['no_candidate_class']} had no known class)")
-        if data["labels_agreement"] is not None:
-            table.add_row("agreement with labeller", f"{data['labels_agreement']:.3f} ({data['labels_agree']}/{data['labels_compared']})")
-        if data["accepted_agreement"] is not None:
-            table.add_row("  on accepted labels", f"{data['accepted_agreement']:.3f} ({data['accepted_agree']}/{data['accepted_compared']})")
-        if data["gold_accuracy"] is not None:
-            table.add_row("accuracy on gold", f"{data['gold_accuracy']:.3f} ({data['gold_correct']}/{data['gold']})")
-        if data["holdout_accuracy"] is not None:
-            table.add_row("  on gold held out of training", f"{data['holdout_accuracy']:.3f} ({data['holdout_correct']}/{data['holdout_gold']})")
-        table.add_row("written", data["output"])
-        out.print(table)
+        print_predict_summary(data, restrict)
     raise typer.Exit(1 if (summary.errors or skipped) else 0)
+
+
+def print_predict_summary(data: dict, restrict: bool) -> None:
+    """The `disamb predict` summary table (what --json prints as one object)."""
+    table = summary_table("disamb predict")
+    table.add_row("recordings", str(data["notes"]))
+    table.add_row("predicted", f"{data['predicted']} ({data['errors']} failed)")
+    table.add_row("classes", str(data["classes"]))
+    if restrict:
+        table.add_row("restricted to candidates", f"{data['restricted']} ({data['no_candidate_class']} had no known class)")
+    if data["labels_agreement"] is not None:
+        table.add_row("agreement with labeller", f"{data['labels_agreement']:.3f} ({data['labels_agree']}/{data['labels_compared']})")
+    if data["accepted_agreement"] is not None:
+        table.add_row("  on accepted labels", f"{data['accepted_agreement']:.3f} ({data['accepted_agree']}/{data['accepted_compared']})")
+    if data["gold_accuracy"] is not None:
+        table.add_row("accuracy on gold", f"{data['gold_accuracy']:.3f} ({data['gold_correct']}/{data['gold']})")
+    if data["holdout_accuracy"] is not None:
+        table.add_row("  on gold held out of training", f"{data['holdout_accuracy']:.3f} ({data['holdout_correct']}/{data['holdout_gold']})")
+    table.add_row("written", data["output"])
+    out.print(table)
 
 
 @app.command()
@@ -729,7 +784,7 @@ def import_export(
     output: Path = typer.Option(Path("chats.jsonl"), "-o", "--output", help="Where to write chats.jsonl."),
     voice_types: str = typer.Option("voice_message", "--voice-types", help="Telegram media types to treat as voice notes, comma-separated (voice_message,audio_file,video_message)."),
     date_order: Optional[str] = typer.Option(None, "--date-order", help="WhatsApp dates: dmy or mdy (default: detect from the file)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout (nothing else)."),
+    as_json: SummaryJson = False,
 ) -> None:
     """Turn a chat app's export into chats.jsonl (paths relative to the export folder)."""
     from .chats import InputFileError
@@ -737,8 +792,8 @@ def import_export(
 
     if kind not in ("telegram", "whatsapp"):
         fail(f"unknown export kind {kind!r}: use telegram or whatsapp")
-    if date_order not in (None, "dmy", "mdy"):
-        fail(f"--date-order must be dmy or mdy, got {date_order!r}")
+    if date_order is not None:
+        check_choice("--date-order", date_order, ("dmy", "mdy"))
     check_writable(output)
     types = tuple(t.strip() for t in voice_types.split(",") if t.strip())
     try:
@@ -764,23 +819,28 @@ def import_export(
     if as_json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
     else:
-        for e in result.errors[:50]:
-            err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
-        table = summary_table(f"disamb import {kind}")
-        table.add_row("messages read", str(result.n_messages))
-        table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
-        table.add_row("text messages", str(result.n_text))
-        table.add_row("notices left out", str(result.n_notices))
-        table.add_row("placeholders for media not exported", str(result.n_placeholders))
-        for what, n in sorted(result.skipped.items()):
-            table.add_row(f"skipped: {what}", str(n))
-        for what, how in result.assumed.items():
-            table.add_row(f"assumed: {what}", how)
-        table.add_row("not understood / no media", str(len(result.errors)))
-        table.add_row("written", f"{output} ({len(result.records)} records)")
-        out.print(table)
-        out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
+        print_import_summary(result, kind, output)
     raise typer.Exit(1 if result.errors else 0)
+
+
+def print_import_summary(result, kind: str, output: Path) -> None:
+    """What `disamb import` read, left out and wrote, and the command to run next."""
+    for e in result.errors[:50]:
+        err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
+    table = summary_table(f"disamb import {kind}")
+    table.add_row("messages read", str(result.n_messages))
+    table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
+    table.add_row("text messages", str(result.n_text))
+    table.add_row("notices left out", str(result.n_notices))
+    table.add_row("placeholders for media not exported", str(result.n_placeholders))
+    for what, n in sorted(result.skipped.items()):
+        table.add_row(f"skipped: {what}", str(n))
+    for what, how in result.assumed.items():
+        table.add_row(f"assumed: {what}", how)
+    table.add_row("not understood / no media", str(len(result.errors)))
+    table.add_row("written", f"{output} ({len(result.records)} records)")
+    out.print(table)
+    out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
