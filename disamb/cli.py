@@ -11,17 +11,15 @@ import os
 import signal
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from . import __version__
+from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, train_table
 
 app = typer.Typer(
     add_completion=False,
@@ -84,41 +82,6 @@ def check_recordings_and_context(recordings: Path, audio_ctx: str) -> None:
         fail(f"--audio-ctx must be full, auto or a number of frames, got {audio_ctx!r}")
 
 
-@contextmanager
-def progress_bar(total: int, label: str, quiet: bool):
-    """A rich progress bar with items/s and ETA on stderr; a no-op when quiet."""
-    if quiet or total == 0:
-        yield lambda n=1: None
-        return
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(label, total=total, rate="")
-
-        def advance(n: int = 1) -> None:
-            progress.advance(task, n)
-            t = progress.tasks[task]
-            speed = t.finished_speed or t.speed
-            progress.update(task, rate=f"{speed:.2f} clips/s" if speed else "")
-
-        yield advance
-
-
-def summary_table(title: str) -> Table:
-    """The two-column what/value table every command ends with."""
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    return table
-
-
 def print_line_errors(errors, limit: int = 50) -> None:
     """Skipped lines are always reported, even with --quiet or --json (they go to stderr)."""
     for e in errors[:limit]:
@@ -156,7 +119,7 @@ def embed_with_progress(lm, notes, clip_options, cache, quiet: bool, interrupted
     from .train import embed_notes
 
     try:
-        with progress_bar(len(notes), "embeddings", quiet) as advance:
+        with progress_bar(len(notes), "embeddings", quiet, err) as advance:
             return embed_notes(lm, notes, clip_options, cache, on_done=advance)
     except KeyboardInterrupt:
         err.print(interrupted, soft_wrap=True)
@@ -240,7 +203,7 @@ def label(
             min_confidence=min_confidence, target_precision=target_precision,
         )
         try:
-            with progress_bar(len(read.notes), "labelling", quiet or as_json) as advance:
+            with progress_bar(len(read.notes), "labelling", quiet or as_json, err) as advance:
                 outcomes = None
                 if engine == "ray":
                     job = RayJob(model, device, compute, address, workers, gpus_per_worker)
@@ -272,7 +235,9 @@ def label(
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:
-        print_label_summary(data)
+        out.print(label_table(data))
+        for remark in data["remarks"]:
+            err.print(f"note: {remark}", soft_wrap=True)
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
 
 
@@ -332,43 +297,6 @@ def _ray_clips(job: RayJob, notes, options, cache_root, model_key, advance, time
                              model_key, job.compute)
     except RayEngineError as e:
         fail(str(e))
-
-
-def print_label_summary(d: dict) -> None:
-    table = summary_table("disamb label")
-    table.add_row("voice notes read", str(d["notes"]))
-    table.add_row("labelled", str(d["labelled"]))
-    cov = f" ({d['accepted'] / d['notes']:.0%})" if d["notes"] else ""
-    table.add_row(f"accepted (confidence ≥ {d['threshold']:.3g})", f"{d['accepted']}{cov}")
-    table.add_row("threshold from", d["threshold_source"])
-    table.add_row("errors (not labelled)", str(d["errors"]))
-    table.add_row("input lines skipped", str(d["skipped_lines"]))
-    table.add_row("notes with < window candidates", str(d["short_windows"]))
-    table.add_row("matcher", d["matcher"])
-    if d["gold"]:
-        table.add_row("gold notes", f"{d['gold']} ({d['gold_in_window']} with truth in window)")
-        if d["gold_accuracy"] is not None:
-            table.add_row("accuracy on gold", f"{d['gold_accuracy']:.3f} ({d['gold_correct']}/{d['gold_in_window']})")
-        if d["gold_accepted"]:
-            table.add_row(
-                "precision of accepted on gold",
-                f"{d['gold_accepted_correct'] / d['gold_accepted']:.3f} ({d['gold_accepted_correct']}/{d['gold_accepted']})",
-            )
-        if d["cv_accuracy"] is not None:
-            table.add_row("matcher cross-validated accuracy", f"{d['cv_accuracy']:.3f}")
-        if d["matcher_losses"]:
-            losses = ", ".join(f"{k} {v:.3f}" for k, v in d["matcher_losses"].items())
-            table.add_row("log-loss on gold (cross-validated)", losses)
-    else:
-        table.add_row("gold notes", "0 (add label_id to some voice notes to measure accuracy)")
-    if d["window_prior"]:
-        shares = " ".join(f"{x:.0%}" for x in d["window_prior"]["position"])
-        table.add_row("answers by window position (learned)", shares)
-    table.add_row("model", f"{d['model']} on {d['device']}")
-    table.add_row("written", d["output"])
-    out.print(table)
-    for remark in d["remarks"]:
-        err.print(f"note: {remark}", soft_wrap=True)
 
 
 @app.command("eval")
@@ -464,16 +392,6 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     scored["model_dir"] = str(model_dir)
     errors = [f"{i}: {m}" for i, m in path_errors.items()] + [f"{i}: {m}" for i, m in clip_errors.items()]
     return scored, errors
-
-
-def _epoch_progress(total: int, quiet: bool):
-    """Per-epoch bar for `train`: loss and held-out accuracy as they change."""
-    if quiet:
-        return None
-    return Progress(
-        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("held-out acc {task.fields[acc]}"), TimeElapsedColumn(), console=err, transient=False,
-    )
 
 
 @app.command("train")
@@ -580,7 +498,7 @@ def train_command(
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
-        print_train_summary(summary, min_count, fixed)
+        out.print(train_table(summary, min_count, fixed))
     raise typer.Exit(1 if (clip_errors or read.errors) else 0)
 
 
@@ -589,7 +507,7 @@ def _fit_head(data, options, encoder: dict, quiet: bool):
     from .train import TrainError
     from .train import train as fit_head
 
-    bar = _epoch_progress(options.epochs, quiet)
+    bar = epoch_progress(options.epochs, quiet, err)
     try:
         if bar is None:
             return fit_head(data, options, encoder)
@@ -605,27 +523,6 @@ def _fit_head(data, options, encoder: dict, quiet: bool):
             return result
     except TrainError as e:
         fail(str(e))
-
-
-def print_train_summary(summary: dict, min_count: int, fixed: list[str] | None) -> None:
-    """The `disamb train` summary table (what --json prints as one object)."""
-    table = summary_table("disamb train")
-    rows = summary["rows"]
-    table.add_row("voice notes read", str(summary["notes"]))
-    table.add_row("with embeddings", f"{summary['with_embedding']} ({summary['errors']} failed)")
-    table.add_row("classes", f"{summary['classes']} (from {summary['class_source']}, min count {min_count})" if fixed is None
-                  else f"{summary['classes']} (from {summary['class_source']})")
-    table.add_row("notes outside the class set", str(summary["outside_class_set"]))
-    table.add_row("trained on", f"{rows['gold']} gold, {rows['accepted']} accepted, {rows['partial']} candidate sets")
-    table.add_row("loss / head", f"{summary['loss']} / {summary['head']}")
-    table.add_row("epochs (best)", f"{summary['epochs_run']} ({summary['best_epoch']})")
-    if summary["holdout_accuracy"] is not None:
-        table.add_row("held-out gold accuracy", f"{summary['holdout_accuracy']:.3f} on {summary['holdout_gold']} notes")
-    else:
-        table.add_row("held-out gold accuracy", "- (fewer than 2 gold notes in the class set)")
-    table.add_row("encoder", summary["model"])
-    table.add_row("written", summary["output"])
-    out.print(table)
 
 
 @app.command("predict")
@@ -697,28 +594,8 @@ def predict_command(
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:
-        print_predict_summary(data, restrict)
+        out.print(predict_table(data, restrict))
     raise typer.Exit(1 if (summary.errors or skipped) else 0)
-
-
-def print_predict_summary(data: dict, restrict: bool) -> None:
-    """The `disamb predict` summary table (what --json prints as one object)."""
-    table = summary_table("disamb predict")
-    table.add_row("recordings", str(data["notes"]))
-    table.add_row("predicted", f"{data['predicted']} ({data['errors']} failed)")
-    table.add_row("classes", str(data["classes"]))
-    if restrict:
-        table.add_row("restricted to candidates", f"{data['restricted']} ({data['no_candidate_class']} had no known class)")
-    if data["labels_agreement"] is not None:
-        table.add_row("agreement with labeller", f"{data['labels_agreement']:.3f} ({data['labels_agree']}/{data['labels_compared']})")
-    if data["accepted_agreement"] is not None:
-        table.add_row("  on accepted labels", f"{data['accepted_agreement']:.3f} ({data['accepted_agree']}/{data['accepted_compared']})")
-    if data["gold_accuracy"] is not None:
-        table.add_row("accuracy on gold", f"{data['gold_accuracy']:.3f} ({data['gold_correct']}/{data['gold']})")
-    if data["holdout_accuracy"] is not None:
-        table.add_row("  on gold held out of training", f"{data['holdout_accuracy']:.3f} ({data['holdout_correct']}/{data['holdout_gold']})")
-    table.add_row("written", data["output"])
-    out.print(table)
 
 
 @app.command()
@@ -819,28 +696,11 @@ def import_export(
     if as_json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
     else:
-        print_import_summary(result, kind, output)
+        for e in result.errors[:50]:
+            err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
+        out.print(import_table(result, kind, output))
+        out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
     raise typer.Exit(1 if result.errors else 0)
-
-
-def print_import_summary(result, kind: str, output: Path) -> None:
-    """What `disamb import` read, left out and wrote, and the command to run next."""
-    for e in result.errors[:50]:
-        err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
-    table = summary_table(f"disamb import {kind}")
-    table.add_row("messages read", str(result.n_messages))
-    table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
-    table.add_row("text messages", str(result.n_text))
-    table.add_row("notices left out", str(result.n_notices))
-    table.add_row("placeholders for media not exported", str(result.n_placeholders))
-    for what, n in sorted(result.skipped.items()):
-        table.add_row(f"skipped: {what}", str(n))
-    for what, how in result.assumed.items():
-        table.add_row(f"assumed: {what}", how)
-    table.add_row("not understood / no media", str(len(result.errors)))
-    table.add_row("written", f"{output} ({len(result.records)} records)")
-    out.print(table)
-    out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
