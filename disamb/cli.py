@@ -116,7 +116,7 @@ def load_whisper(name: str, device: str, compute: str, context: str = ""):
 
 def embed_with_progress(lm, notes, clip_options, cache, quiet: bool, interrupted: str):
     """(embeddings, clip errors) for `notes` behind a progress bar; Ctrl-C says `interrupted` and exits 130."""
-    from .train import embed_notes
+    from .clips import embed_notes
 
     try:
         with progress_bar(len(notes), "embeddings", quiet, err) as advance:

@@ -587,27 +587,3 @@ class Classifier:
             raise ModelFileError(f"{folder}: feature statistics do not have {dim} dimensions")
         head.eval()
         return cls(classes=classes, head=head, mean=mean, std=std, meta=meta)
-
-
-# ------------------------------------------------------------------ embeddings
-
-
-def embed_notes(lm, notes: list[VoiceNote], clip_options, cache, on_done=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Pooled encoder embeddings by note id (cache hits after `disamb label`), and errors by id.
-
-    Runs the clip stage in score mode: a cached clip without a transcript (labelled with
-    `--mode score`) still has its embedding, and a new clip is transcribed only when needed.
-    """
-    from dataclasses import replace
-
-    from .clips import run_clips
-
-    outcomes = run_clips(lm, notes, replace(clip_options, mode="score"), cache, on_done=on_done)
-    embs, errors = {}, {}
-    for note in notes:
-        oc = outcomes.get(note.id)
-        if oc is not None and oc.result is not None and oc.result.embedding is not None:
-            embs[note.id] = np.asarray(oc.result.embedding, np.float32)
-        else:
-            errors[note.id] = (oc.error if oc is not None else None) or "no embedding"
-    return embs, errors
