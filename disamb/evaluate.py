@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import jiwer
 import numpy as np
 
+from .chats import loose_text
 from .textsim import normalize
 
 OTHER_THRESHOLDS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -319,15 +320,21 @@ def _candidates(rec: dict) -> list[tuple[str, str]]:
 
 
 def _match_text(label: str, cands: list[tuple[str, str]]) -> str | None:
-    """Id of the candidate whose text is the label: exactly, else after normalisation."""
+    """Id of the candidate whose text is the label: exactly, else in the loose form.
+
+    The same rule `disamb label` applies to a chat's gold text (chats.loose_text: case,
+    punctuation, spacing), so a label resolves to the same message in both. The matcher's
+    canonical form is too loose for this: it makes "1158" and "1 1 5 8" one text, and
+    a window holding both would resolve to whichever comes first.
+    """
     for cid, text in cands:
         if text == label:
             return cid
-    want = normalize(label)
+    want = loose_text(label)
     if not want:
         return None
     for cid, text in cands:
-        if normalize(text) == want:
+        if loose_text(text) == want:
             return cid
     return None
 

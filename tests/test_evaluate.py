@@ -233,6 +233,19 @@ def test_gold_file_overrides_labels_and_reads_chats_and_manifests(tmp_path):
     assert res["accuracy"]["value"] == 1.0
 
 
+def test_gold_text_resolves_as_label_does(tmp_path):
+    # The same loose form as chats.py: "1 1 5 8." is the message "1 1 5 8", not the earlier "1158"
+    # that the matcher's canonical form would also equal.
+    from disamb.chats import Candidate, _match_label
+
+    texts = ["1158", "1 1 5 8", "code 1158"]
+    recs = [record("n", texts, 1, 0.9, True)]
+    truth = write_jsonl(tmp_path / "truth.jsonl", [{"id": "n", "label": "1 1 5 8."}])
+    res = evaluate_labels(recs, read_gold(truth))
+    assert (res["accuracy"]["correct"], res["accuracy"]["n"]) == (1, 1)
+    assert _match_label("1 1 5 8.", [Candidate(f"nm{j}", t) for j, t in enumerate(texts)]) == "nm1"
+
+
 # ---------------------------------------------------------------- the CLI
 
 
