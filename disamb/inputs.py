@@ -13,6 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+AUDIO_TYPES = {
+    ".wav": "audio/wav",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".mp4": "audio/mp4",
+    ".aac": "audio/aac",
+    ".flac": "audio/flac",
+    ".webm": "audio/webm",
+    ".amr": "audio/amr",
+}
+"""The one table of audio file endings disamb recognises, with the media type a browser
+needs to play each (mimetypes does not know them all). Any format ffmpeg decodes is read
+when a chat names it; this table is for finding recordings without one."""
+
+AUDIO_EXTENSIONS = frozenset(AUDIO_TYPES)
+
 
 @dataclass
 class LineError:

@@ -15,11 +15,9 @@ import numpy as np
 
 from .cache import write_atomic
 from .chats import VoiceNote
-from .inputs import AudioPathError, resolve_audio
+from .inputs import AUDIO_EXTENSIONS, AudioPathError, resolve_audio
 from .textsim import normalize
 from .train import Classifier, gold_text
-
-AUDIO_EXTENSIONS = frozenset(".wav .ogg .oga .opus .mp3 .m4a .aac .flac .webm .mp4 .amr".split())
 
 
 def find_recordings(folder: Path) -> tuple[list[VoiceNote], list[str]]:

@@ -27,24 +27,11 @@ import numpy as np
 
 from . import match
 from .answers import Answer, ReviewError, append_answer, read_gold
-from .inputs import AudioPathError, UnsafePathError, resolve_audio
+from .inputs import AUDIO_TYPES, AudioPathError, UnsafePathError, resolve_audio
 
 ORDERS = ("uncertain", "margin", "random", "file", "disagree")
 MIN_ANSWERS_TO_REFIT = 10
 PAGE_FILE = Path(__file__).with_name("review_page.html")
-
-# mimetypes does not know every format ffmpeg reads; browsers need the right type to play.
-AUDIO_TYPES = {
-    ".wav": "audio/wav",
-    ".ogg": "audio/ogg",
-    ".oga": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".mp3": "audio/mpeg",
-    ".m4a": "audio/mp4",
-    ".aac": "audio/aac",
-    ".flac": "audio/flac",
-    ".webm": "audio/webm",
-}
 
 
 class LabelsFileError(ReviewError):

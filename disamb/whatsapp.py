@@ -10,10 +10,11 @@ from datetime import datetime
 from pathlib import Path
 
 from .export_records import ExportResult, RecordBuilder, export_file
-from .inputs import AudioPathError, InputFileError, read_text_bytes, resolve_audio
+from .inputs import AUDIO_EXTENSIONS, AudioPathError, InputFileError, read_text_bytes, resolve_audio
 
-AUDIO_EXTENSIONS = frozenset({"opus", "ogg", "m4a", "mp3", "aac", "amr", "wav"})
-"""Attachments with these extensions are voice notes; any other attachment is non-audio media."""
+VOICE_EXTENSIONS = AUDIO_EXTENSIONS - {".mp4"}
+"""Attachments with these endings are voice notes (an .mp4 in an export is a video); any
+other attachment is non-audio media."""
 
 # A WhatsApp line is "<date> <time> <separator> <sender>: <text>", but date, clock and
 # separator follow the phone's language and the app version. Instead of one pattern per
@@ -272,7 +273,7 @@ _NOTICES = frozenset((
 
 def _is_voice_file(file: str) -> bool:
     name = file.rsplit("/", 1)[-1]
-    return bool(_VOICE_NAME.search(name)) or ("." in name and name.rsplit(".", 1)[1].lower() in AUDIO_EXTENSIONS)
+    return bool(_VOICE_NAME.search(name)) or ("." in name and "." + name.rsplit(".", 1)[1].lower() in VOICE_EXTENSIONS)
 
 
 def _exists(folder: Path, file: str) -> bool:
