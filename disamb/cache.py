@@ -22,8 +22,22 @@ from platformdirs import user_cache_dir
 CACHE_VERSION = 1
 
 
+def cache_root() -> Path:
+    """disamb's user cache: $DISAMB_CACHE_DIR, else $XDG_CACHE_HOME/disamb, else the platform's.
+
+    The one place that decides it: per-clip results go to `clips/` and the converted
+    bundled model to `models/` below it, so one setting moves both.
+    """
+    own = os.environ.get("DISAMB_CACHE_DIR")
+    if own:
+        return Path(own)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "disamb" if xdg else Path(user_cache_dir("disamb"))
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("DISAMB_CACHE_DIR") or user_cache_dir("disamb")) / "clips"
+    """Where per-clip results go unless --cache-dir says otherwise."""
+    return cache_root() / "clips"
 
 
 @dataclass

@@ -26,12 +26,12 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 import torch
 import whisper
 import whisper.tokenizer
 from whisper.model import ModelDimensions, Whisper
 
+from .cache import cache_root
 from .ct2 import ModelError, _atomic_write, _check_state_dict, convert_ct2_to_openai
 from .quantize import quantize_int8, resolve_compute
 
@@ -102,9 +102,8 @@ def _bundled_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """disamb's cache root: $XDG_CACHE_HOME/disamb if set, else the platform's user cache."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) / "disamb" if xdg else Path(platformdirs.user_cache_dir("disamb"))
+    """disamb's cache root (see cache.cache_root); the converted model goes to models/ below it."""
+    return cache_root()
 
 
 def _sha256(path: Path) -> str:

@@ -279,8 +279,21 @@ def test_bundled_checkpoint_is_reused_then_repaired(tmp_path):
 
 
 def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("DISAMB_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert models.default_cache_dir() == tmp_path / "disamb"
+
+
+def test_one_cache_root_for_clips_and_models(monkeypatch, tmp_path):
+    # DISAMB_CACHE_DIR moved only the per-clip cache and XDG_CACHE_HOME only the model's: one root now.
+    from disamb import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("DISAMB_CACHE_DIR", raising=False)
+    assert cache.default_cache_dir() == tmp_path / "xdg" / "disamb" / "clips"
+    monkeypatch.setenv("DISAMB_CACHE_DIR", str(tmp_path / "own"))
+    assert cache.default_cache_dir() == tmp_path / "own" / "clips"
+    assert models.default_cache_dir() == tmp_path / "own"
 
 
 # ------------------------------------------------- conversion round trips on a small model
