@@ -103,14 +103,9 @@ def _class_of(note, index: dict[str, int]) -> int | None:
 
 def _window_mask(notes: list, index: dict[str, int], C: int) -> np.ndarray:
     """(n, C): the classes among each note's candidates; all classes where none is known."""
-    m = np.zeros((len(notes), C), bool)
-    for r, note in enumerate(notes):
-        for c in note.candidates:
-            k = index.get(normalize(c.text))
-            if k is not None:
-                m[r, k] = True
-    m[~m.any(1)] = True
-    return m
+    from .predict import candidate_mask
+
+    return candidate_mask(notes, index, C)[0]
 
 
 def evaluate_classifier(

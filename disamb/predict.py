@@ -20,6 +20,23 @@ from .textsim import normalize
 from .train import Classifier, gold_text
 
 
+def candidate_mask(notes: list[VoiceNote], index: dict[str, int], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C): the classes among each note's candidates, and which notes had none.
+
+    A note whose candidates are no known class gets every class: there is nothing to
+    restrict it to (the caller says so).
+    """
+    mask = np.zeros((len(notes), n_classes), bool)
+    for r, note in enumerate(notes):
+        for c in note.candidates:
+            k = index.get(normalize(c.text))
+            if k is not None:
+                mask[r, k] = True
+    empty = ~mask.any(1)
+    mask[empty] = True
+    return mask, empty
+
+
 def find_recordings(folder: Path) -> tuple[list[VoiceNote], list[str]]:
     """Every audio file under `folder` as a note without candidates (id = relative path).
 
@@ -82,14 +99,7 @@ def predict_notes(
     if ready:
         X = np.stack([embeddings[n.id] for n in ready])
         if restrict:
-            allowed = np.zeros((len(ready), len(clf.classes)), bool)
-            for r, note in enumerate(ready):
-                for c in note.candidates:
-                    k = index.get(normalize(c.text))
-                    if k is not None:
-                        allowed[r, k] = True
-            empty = ~allowed.any(1)
-            allowed[empty] = True  # nothing to restrict to: use every class, and say so
+            allowed, empty = candidate_mask(ready, index, len(clf.classes))
         probs = clf.predict_proba(X, allowed)
     rows_by_id: dict[str, dict] = {}
     for r, note in enumerate(ready):
