@@ -31,7 +31,6 @@ class MatchOptions:
     target_precision: float | None = None
     folds: int = 5
     seed: int = 0
-    truncated: frozenset[str] = frozenset()  # candidate texts cut to fit the decoder context
 
 
 DEFAULT_MIN_CONFIDENCE = 0.9
@@ -97,8 +96,13 @@ def label_notes(
     outcomes: dict[str, ClipOutcome],
     options: MatchOptions,
     prior: dict[str, tuple[float, int]] | None = None,
+    truncated: frozenset[str] = frozenset(),
 ) -> tuple[list[dict], Summary, match.Matcher]:
-    """Labels for all notes (input order), the run summary and the matcher used."""
+    """Labels for all notes (input order), the run summary and the matcher used.
+
+    `truncated`: candidate texts that were cut to fit the decoder context when scored
+    (see truncated_texts); their records say so, the text itself stays whole.
+    """
     scored: list[_Note] = []
     for note in notes:
         oc = outcomes.get(note.id)
@@ -135,11 +139,7 @@ def label_notes(
     records = []
     for s in scored:
         k = by_id.get(id(s))
-        records.append(_record(s, None if k is None else (probs[k], decisions[k], confidences[k]), summary))
-    for rec in records:  # scored on a cut text: say so, the text itself stays whole
-        for c in rec["candidates"]:
-            if c["text"] in options.truncated:
-                c["truncated"] = True
+        records.append(_record(s, None if k is None else (probs[k], decisions[k], confidences[k]), summary, truncated))
     _gold_summary(records, notes, summary)
     summary.matcher = matcher.source
     matcher.platt = platt
@@ -245,7 +245,7 @@ def _choose_threshold(ok, gold, decisions, confidences, options: MatchOptions, s
     summary.threshold, summary.threshold_source = DEFAULT_MIN_CONFIDENCE, "default"
 
 
-def _record(s: _Note, decided, summary: Summary) -> dict:
+def _record(s: _Note, decided, summary: Summary, truncated: frozenset[str] = frozenset()) -> dict:
     note = s.note
     rec: dict = {"id": note.id, "file": note.file, "transcript": s.clip.transcript if s.clip else None}
     cands = []
@@ -254,6 +254,8 @@ def _record(s: _Note, decided, summary: Summary) -> dict:
         if decided is not None:
             entry["prob"] = round(float(decided[0][j]), 4)
             entry["features"] = s.feats[j]
+        if c.text in truncated:  # scored on a cut text
+            entry["truncated"] = True
         cands.append(entry)
     rec["candidates"] = cands
     label_id = label = None

@@ -7,7 +7,7 @@ cannot drift apart in how a note is labelled.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import ClipCache
@@ -48,7 +48,6 @@ def label_all(
     prior = text_priors(lm, notes, cache_root) if wants_prior else None
     if outcomes is None:
         outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times, prior=prior)
-    if not match_options.truncated:
-        match_options = replace(match_options, truncated=truncated_texts(lm, notes))
-    records, summary, matcher = label_notes(notes, outcomes, match_options, prior if match_options.prior else None)
+    records, summary, matcher = label_notes(notes, outcomes, match_options, prior if match_options.prior else None,
+                                            truncated=truncated_texts(lm, notes))
     return LabelRun(records, summary, matcher, outcomes, times)
