@@ -5,7 +5,6 @@ and acceptance. Produces the records of labels.jsonl and the run summary.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from . import match
-from .cache import ClipResult, write_atomic
+from .cache import ClipResult
+from .files import write_jsonl
 from .chats import VoiceNote
 from .clips import ClipOutcome
 from .features import FEATURES, MINIMAL, candidate_features, slots
@@ -310,5 +310,4 @@ def truncated_texts(lm, notes: list[VoiceNote]) -> frozenset[str]:
 
 def write_labels(path: Path, records: list[dict]) -> None:
     """labels.jsonl, one object per note in input order, written atomically."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_atomic(Path(path), text)
+    write_jsonl(Path(path), records)

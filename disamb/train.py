@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .cache import write_atomic
+from .files import dumps, write_atomic
 from .chats import VoiceNote, read_text_bytes
 from .textsim import normalize
 
@@ -529,22 +529,20 @@ class Classifier:
         return p / p.sum(1, keepdims=True)
 
     def save(self, folder: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()}
         tensors["feature_mean"] = torch.from_numpy(self.mean.copy())
         tensors["feature_std"] = torch.from_numpy(self.std.copy())
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(folder / WEIGHTS_FILE)
+        write_atomic(folder / WEIGHTS_FILE, save(tensors))
         shapes = {k: list(v.shape) for k, v in tensors.items()}
         meta = self.meta | {
             "format": FORMAT_VERSION, "package": "disamb", "package_version": __version__,
             "classes": self.classes, "feature_dim": self.dim, "tensors": shapes,
         }
-        write_atomic(folder / META_FILE, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        write_atomic(folder / META_FILE, dumps(meta, indent=1) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> "Classifier":
