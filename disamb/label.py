@@ -251,6 +251,8 @@ def _record(s: _Note, decided, summary: Summary) -> dict:
     cands = []
     for j, c in enumerate(note.candidates):
         entry = {"id": c.id, "text": c.text, "prob": None}
+        if c.chars is not None:  # cut when read: the record says so and how long it was
+            entry.update(truncated=True, text_chars=c.chars)
         if decided is not None:
             entry["prob"] = round(float(decided[0][j]), 4)
             entry["features"] = s.feats[j]
