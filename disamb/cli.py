@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 
@@ -27,12 +29,28 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Find which chat message each voice note says; train and evaluate on the result.",
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Markup and emoji codes off: file names, ids and chat text are printed as the characters they are.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+out = Console(highlight=False, markup=False, emoji=False)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(message: object) -> str:
+    """The message with control characters (a newline in a file name, say) escaped as repr
+    escapes them, so one problem is always one line and a terminal never sees raw escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(message))
+
+
+def say(message: object, tag: str = "", style: str = "yellow", console: Console | None = None) -> None:
+    """Print one message as one line of plain text, after an optional coloured tag."""
+    line = Text(one_line(message))
+    if tag:
+        line = Text.assemble((tag, style), " ", line)
+    (console or err).print(line, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    say(message, "error:", "red")
     raise typer.Exit(code)
 
 
@@ -114,9 +132,9 @@ def summary_table(title: str) -> Table:
 def print_line_errors(errors, limit: int = 50) -> None:
     """Skipped lines are always reported, even with --quiet or --json (they go to stderr)."""
     for e in errors[:limit]:
-        err.print(f"[yellow]skipped[/yellow] {e}", markup=True, soft_wrap=True)
+        say(f"{e}", "skipped")
     if len(errors) > limit:
-        err.print(f"... and {len(errors) - limit} more skipped lines", soft_wrap=True)
+        say(f"... and {len(errors) - limit} more skipped lines")
 
 
 @app.command()
@@ -186,7 +204,7 @@ def label(
         except (ReviewError, OSError) as e:
             fail(f"{gold_file}: {e}")
         if not quiet and not as_json:
-            err.print(f"{n_gold} gold answers applied from {gold_file}", soft_wrap=True)
+            say(f"{n_gold} gold answers applied from {gold_file}")
 
     stopped_by: list[int] = []
 
@@ -236,15 +254,14 @@ def label(
             fail(f"{e.filename or output}: cannot write ({e.strerror or e}); the per-clip cache keeps the work, rerun to finish")
     except KeyboardInterrupt:
         what = "SIGTERM" if stopped_by else "interrupted"
-        err.print(
+        say(
             f"{what}: stopped; previous output {output} is intact (nothing partial written); "
-            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume",
-            soft_wrap=True,
+            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume"
         )
         raise typer.Exit(143 if stopped_by else 130)
     for r, note in zip(records, read.notes):  # records come in input order
         if r.get("error"):
-            err.print(f"[yellow]not labelled[/yellow] {chats}:{note.line}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            say(f"{chats}:{note.line}: {r['file']}: {r['error']}", "not labelled")
     data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device),
                                 "clips_computed": times.clips_computed, "clips_cached": times.clips_cached,
                                 "engine": engine} | ({"shards": shard_files} if shards is not None else {})
@@ -261,7 +278,7 @@ def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus
     from .distributed import RayEngineError, RayOptions, run_clips_ray
 
     if address and cache_root == default_cache_dir():  # each node would keep its own
-        err.print(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share", soft_wrap=True)
+        say(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share")
     ray_options = RayOptions(address=address, workers=workers or 1, num_gpus_per_worker=gpus or 0.0)
     try:
         return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key, compute)
@@ -303,7 +320,7 @@ def print_label_summary(d: dict) -> None:
     table.add_row("written", d["output"])
     out.print(table)
     for remark in d["remarks"]:
-        err.print(f"note: {remark}", soft_wrap=True)
+        say(f"note: {remark}")
 
 
 @app.command("eval")
@@ -350,20 +367,20 @@ def eval_(
         except (EvalError, OSError) as e:
             fail(f"{report}: {e}")
     for p in problems[:50]:
-        err.print(f"[yellow]skipped[/yellow] {p}", markup=True, soft_wrap=True)
+        say(f"{p}", "skipped")
     if len(problems) > 50:
-        err.print(f"... and {len(problems) - 50} more", soft_wrap=True)
+        say(f"... and {len(problems) - 50} more")
     unmatched = result["gold"]["unmatched_ids"]
     if unmatched:
-        err.print(f"[yellow]gold ids matching no note ({len(unmatched)}):[/yellow] {', '.join(unmatched[:50])}"
-                  + (" ..." if len(unmatched) > 50 else ""), markup=True, soft_wrap=True)
+        say(", ".join(unmatched[:50]) + (" ..." if len(unmatched) > 50 else ""),
+            f"gold ids matching no note ({len(unmatched)}):")
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
         for table in rich_tables(result):
             out.print(table)
         if written:
-            out.print(f"report: {report / 'index.html'}")
+            say(f"report: {report / 'index.html'}", console=out)
     raise typer.Exit(1 if (problems or unmatched) else 0)
 
 
@@ -397,7 +414,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
         with progress_bar(len(wanted), "embeddings", quiet) as advance:
             embs, clip_errors = embed_notes(lm, wanted, options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print("interrupted: finished clips are cached", soft_wrap=True)
+        say("interrupted: finished clips are cached")
         raise typer.Exit(130)
     try:
         scored = evaluate_classifier(clf, notes, embs, records, cv=cv)
@@ -493,7 +510,7 @@ def train_command(
         with progress_bar(len(read.notes), "embeddings", quiet or as_json) as advance:
             embs, clip_errors = embed_notes(lm, read.notes, clip_options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print("interrupted: nothing written; finished clips are cached", soft_wrap=True)
+        say("interrupted: nothing written; finished clips are cached")
         raise typer.Exit(130)
 
     class_set = build_classes(class_texts(read.notes, records), min_count, fixed,
@@ -631,7 +648,7 @@ def predict_command(
         with progress_bar(len(notes), "embeddings", quiet or as_json) as advance:
             embs, clip_errors = embed_notes(lm, notes, clip_options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print(f"interrupted: {output} left as it was; finished clips are cached", soft_wrap=True)
+        say(f"interrupted: {output} left as it was; finished clips are cached")
         raise typer.Exit(130)
     bad_dim = [i for i, e in embs.items() if e.shape != (clf.dim,)]
     if bad_dim:
@@ -640,7 +657,7 @@ def predict_command(
     write_predictions(output, rows)
     for r in rows:
         if r.get("error"):
-            err.print(f"[yellow]not predicted[/yellow] {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            say(f"{r['file']}: {r['error']}", "not predicted")
     data = summary.as_dict() | {"output": str(output), "model": str(model_dir), "classes": len(clf.classes)}
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
@@ -696,7 +713,7 @@ def review(
             from .review import mark_disagreements
 
             n_disagree = mark_disagreements(session.items, predictions)
-            out.print(f"{n_disagree} notes where the classifier disagrees with the labeller", soft_wrap=True)
+            say(f"{n_disagree} notes where the classifier disagrees with the labeller", console=out)
         sock = bind(address, port, allow_remote=host is not None)
     except ReviewError as e:
         fail(str(e))
@@ -705,15 +722,14 @@ def review(
     stats = session.stats()
     unplayable = session.unplayable()
     if unplayable:
-        err.print(
+        say(
             f"warning: {len(unplayable)} of {stats['total']} notes have no playable audio in {recordings} "
-            f"(first: {unplayable[0]}); is it the folder given to disamb label?",
-            soft_wrap=True,
+            f"(first: {unplayable[0]}); is it the folder given to disamb label?"
         )
     if host is not None and not is_loopback(address):
-        err.print(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers", soft_wrap=True)
-    out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
-    out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
+        say(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers")
+    say(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", console=out)
+    say(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", console=out)
     try:
         make_server(session, address).run(sockets=[sock])
     finally:
@@ -763,7 +779,7 @@ def import_export(
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
     else:
         for e in result.errors[:50]:
-            err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
+            say(f"{e}", "not imported")
         table = summary_table(f"disamb import {kind}")
         table.add_row("messages read", str(result.n_messages))
         table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
@@ -777,7 +793,7 @@ def import_export(
         table.add_row("not understood / no media", str(len(result.errors)))
         table.add_row("written", f"{output} ({len(result.records)} records)")
         out.print(table)
-        out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
+        say(f"next: disamb label {result.folder} {output}", console=out)
     raise typer.Exit(1 if result.errors else 0)
 
 
