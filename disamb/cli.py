@@ -67,8 +67,15 @@ def main(
     """disamb: voice note -> chat message disambiguation."""
 
 
-def check_writable(path: Path) -> None:
-    """Fail now, not after hours of work, when the output cannot be written."""
+def check_writable(path: Path, inputs=()) -> None:
+    """Fail now, not after hours of work, when the output cannot be written, is one of the
+    `inputs` (also through a link) or exists as something other than a regular file."""
+    from .files import OutputPathError, check_output
+
+    try:
+        check_output(path, inputs)
+    except OutputPathError as e:
+        fail(str(e))
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         fail(f"{path}: output folder {folder} " + ("is not a folder" if folder.exists() else "does not exist"))
@@ -187,7 +194,15 @@ def label(
         fail(f"--engine must be local or ray, got {engine!r}")
     if engine == "local" and (address is not None or workers is not None or gpus_per_worker is not None):
         fail("--address, --workers and --num-gpus-per-worker go with --engine ray")
-    check_writable(output)
+    inputs = (chats, gold_file, matcher_in)
+    check_writable(output, inputs)
+    if save_matcher is not None:
+        check_writable(save_matcher, (chats, gold_file))  # the --matcher file itself may be updated
+    if shards is not None:
+        from .distributed import shard_paths
+
+        for shard in shard_paths(output, shards):
+            check_writable(shard, inputs)
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
@@ -344,8 +359,11 @@ def eval_(
 
     With --model, also a trained classifier: accuracy, top-3, per-class precision/recall, confusion matrix.
     """
-    from .evaluate import EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
+    from .evaluate import PLOTS, EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
 
+    if report is not None and report.is_dir():  # a new folder holds nothing to protect
+        for name in [*PLOTS, "confusion.png", "index.html"]:
+            check_writable(report / name, (labels, gold))
     try:
         read = read_labels(labels)
         gold_read = read_gold(gold) if gold is not None else None
@@ -486,7 +504,8 @@ def train_command(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"{output}: cannot create the model folder ({e.strerror or e})")
-    check_writable(output / "model.json")
+    check_writable(output / "model.json", (chats, labels, classes))
+    check_writable(output / "model.safetensors", (chats, labels, classes))
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
@@ -614,7 +633,7 @@ def predict_command(
         fail(f"{recordings}: not a folder of recordings")
     if restrict and chats is None:
         fail("--restrict-to-candidates needs a chat log or manifest (CHATS)")
-    check_writable(output)
+    check_writable(output, (chats, labels, model_dir / "model.json", model_dir / "model.safetensors"))
     try:
         clf = Classifier.load(model_dir)
     except ModelFileError as e:
@@ -701,9 +720,9 @@ def review(
     if order not in ORDERS:
         fail(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     gold_path = gold if gold is not None else labels.with_name("gold.jsonl")
-    check_writable(gold_path)
+    check_writable(gold_path, (labels, predictions))
     if save_matcher is not None:
-        check_writable(save_matcher)
+        check_writable(save_matcher, (labels, gold_path, predictions))
     address = host if host is not None else "127.0.0.1"
     try:
         if order == "disagree" and predictions is None:
@@ -753,7 +772,7 @@ def import_export(
         fail(f"unknown export kind {kind!r}: use telegram or whatsapp")
     if date_order not in (None, "dmy", "mdy"):
         fail(f"--date-order must be dmy or mdy, got {date_order!r}")
-    check_writable(output)
+    check_writable(output, (path, path / "_chat.txt", path / "result.json"))
     types = tuple(t.strip() for t in voice_types.split(",") if t.strip())
     try:
         result = import_command(kind, path, output, voice_types=types, date_order=date_order)
