@@ -489,8 +489,9 @@ def train_command(
     from .models import ModelError, load_model
     from .train import (
         ClassFileError, TrainError, TrainOptions, build_classes, build_dataset, class_texts, default_loss,
-        embed_notes, read_class_file, read_labels,
+        embed_notes, read_class_file,
     )
+    from .gold import read_labels
     from .train import train as fit_head
 
     check_recordings_and_context(recordings, audio_ctx)
@@ -509,11 +510,12 @@ def train_command(
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
-        records = read_labels(labels)
+        labels_read = read_labels(labels)
         fixed = read_class_file(classes) if classes is not None else None
     except (InputFileError, FfmpegMissingError, ClassFileError) as e:
         fail(str(e))
-    print_line_errors(read.errors)
+    records = {rec["id"]: rec for rec in labels_read.records}
+    print_line_errors(read.errors + labels_read.errors)
     if not read.notes:
         fail(f"{chats}: no voice notes ({len(read.errors)} lines skipped)")
     if not records:
@@ -566,7 +568,7 @@ def train_command(
         "notes": len(read.notes),
         "with_embedding": len(embs),
         "errors": len(clip_errors),
-        "skipped_lines": len(read.errors),
+        "skipped_lines": len(read.errors) + len(labels_read.errors),
         "classes": len(class_set.classes),
         "class_source": class_set.source,
         "labels_below_min_count": sum(class_set.dropped.values()) if fixed is None else 0,
@@ -601,7 +603,7 @@ def train_command(
         table.add_row("encoder", summary["model"])
         table.add_row("written", summary["output"])
         out.print(table)
-    raise typer.Exit(1 if (clip_errors or read.errors) else 0)
+    raise typer.Exit(1 if (clip_errors or read.errors or labels_read.errors) else 0)
 
 
 @app.command("predict")
@@ -627,7 +629,8 @@ def predict_command(
     from .clips import ClipOptions
     from .models import ModelError, load_model, trained_compute
     from .predict import find_recordings, predict_notes, write_predictions
-    from .train import Classifier, ModelFileError, embed_notes, read_labels
+    from .gold import read_labels
+    from .train import Classifier, ModelFileError, embed_notes
 
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
@@ -641,13 +644,18 @@ def predict_command(
     skipped: list = []
     try:
         require_ffmpeg()
-        records = read_labels(labels) if labels is not None else None
+        if labels is not None:
+            labels_read = read_labels(labels)
+            records = {rec["id"]: rec for rec in labels_read.records}
+            skipped += labels_read.errors
+        else:
+            records = None
         if chats is not None:
             read = read_notes(chats, recordings, window=window)
-            notes, skipped = read.notes, read.errors
+            notes, skipped = read.notes, skipped + read.errors
         else:
             notes, refused = find_recordings(recordings)
-            skipped = refused
+            skipped += refused
     except (InputFileError, FfmpegMissingError) as e:
         fail(str(e))
     print_line_errors(skipped)

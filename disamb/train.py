@@ -128,19 +128,11 @@ class Dataset:
 
 
 def read_labels(path: Path) -> dict[str, dict]:
-    """labels.jsonl records by note id; lines that are not JSON objects with an id are skipped."""
-    data = read_text_bytes(Path(path))
-    records: dict[str, dict] = {}
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            records[rec["id"]] = rec
-    return records
+    """labels.jsonl records by note id, every field type-checked (`gold.read_labels` has the
+    lines left out, for callers that report them)."""
+    from .gold import read_labels as read_checked
+
+    return {rec["id"]: rec for rec in read_checked(path).records}
 
 
 def gold_text(note: VoiceNote) -> str | None:
