@@ -558,6 +558,7 @@ class Classifier:
                 raise ModelFileError(f"{folder}: model format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         except (KeyError, TypeError, ValueError):
             raise ModelFileError(f"{folder / META_FILE}: missing classes, feature_dim or head") from None
+        kind, hidden, dropout = _head_shape(folder / META_FILE, head_info)
         try:
             tensors = load_file(str(folder / WEIGHTS_FILE))
         except FileNotFoundError:
@@ -565,8 +566,7 @@ class Classifier:
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelFileError(f"{folder / WEIGHTS_FILE}: unreadable ({e})") from None
         try:
-            head = make_head(dim, len(classes), head_info.get("kind", "linear"), head_info.get("hidden") or 256,
-                             head_info.get("dropout") or 0.0)
+            head = make_head(dim, len(classes), kind, hidden, dropout)
             state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
             head.load_state_dict(state, strict=True)
             mean, std = tensors["feature_mean"].numpy(), tensors["feature_std"].numpy()
@@ -574,8 +574,28 @@ class Classifier:
             raise ModelFileError(f"{folder}: weights do not match {META_FILE} ({str(e).splitlines()[0]})") from None
         if mean.shape != (dim,) or std.shape != (dim,):
             raise ModelFileError(f"{folder}: feature statistics do not have {dim} dimensions")
+        for what, bad in (("feature scale must be positive and finite", ~(np.isfinite(std) & (std > 0))),
+                          ("feature mean must be finite", ~np.isfinite(mean))):
+            if bad.any():  # features scaled by it would turn every probability into NaN
+                raise ModelFileError(f"{folder / WEIGHTS_FILE}: {what} (dimension {np.flatnonzero(bad)[0]})")
         head.eval()
         return cls(classes=classes, head=head, mean=mean, std=std, meta=meta)
+
+
+def _head_shape(meta_path: Path, info: object) -> tuple[str, int, float]:
+    """(kind, hidden, dropout) of the head model.json describes, checked before any is used."""
+    if not isinstance(info, dict):
+        raise ModelFileError(f'{meta_path}: "head" must be an object, got {type(info).__name__}')
+    kind = info.get("kind", "linear")
+    hidden = 256 if info.get("hidden") is None else info["hidden"]  # a linear head writes null
+    dropout = 0.0 if info.get("dropout") is None else info["dropout"]
+    if kind not in ("linear", "mlp"):
+        raise ModelFileError(f'{meta_path}: "head"."kind" must be linear or mlp, got {kind!r}')
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ModelFileError(f'{meta_path}: "head"."hidden" must be a positive integer, got {hidden!r}')
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ModelFileError(f'{meta_path}: "head"."dropout" must be a number in [0, 1), got {dropout!r}')
+    return kind, hidden, float(dropout)
 
 
 # ------------------------------------------------------------------ embeddings
