@@ -49,6 +49,13 @@ def say(message: object, tag: str = "", style: str = "yellow", console: Console 
     (console or err).print(line, soft_wrap=True)
 
 
+def print_json(data: dict) -> None:
+    """The --json summary on stdout: strict JSON (a number that is not finite is null), ASCII-safe."""
+    from .files import finite_or_null
+
+    sys.stdout.write(json.dumps(finite_or_null(data), allow_nan=False) + "\n")
+
+
 def fail(message: str, code: int = 2) -> None:
     say(message, "error:", "red")
     raise typer.Exit(code)
@@ -281,7 +288,7 @@ def label(
                                 "clips_computed": times.clips_computed, "clips_cached": times.clips_cached,
                                 "engine": engine} | ({"shards": shard_files} if shards is not None else {})
     if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
+        print_json(data)
     else:
         print_label_summary(data)
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
@@ -393,7 +400,7 @@ def eval_(
         say(", ".join(unmatched[:50]) + (" ..." if len(unmatched) > 50 else ""),
             f"gold ids matching no note ({len(unmatched)}):")
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        print_json(result)
     else:
         for table in rich_tables(result):
             out.print(table)
@@ -584,7 +591,7 @@ def train_command(
         "output": str(output),
     }
     if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        print_json(summary)
     else:
         table = summary_table("disamb train")
         rows = summary["rows"]
@@ -687,7 +694,7 @@ def predict_command(
             say(f"{r['file']}: {r['error']}", "not predicted")
     data = summary.as_dict() | {"output": str(output), "model": str(model_dir), "classes": len(clf.classes)}
     if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
+        print_json(data)
     else:
         table = summary_table("disamb predict")
         table.add_row("recordings", str(data["notes"]))
@@ -803,7 +810,7 @@ def import_export(
         "recordings": str(result.folder),
     }
     if as_json:
-        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+        print_json(data)
     else:
         for e in result.errors[:50]:
             say(f"{e}", "not imported")

@@ -7,6 +7,7 @@ the previous file whole, and nothing but a regular file (or a new path) is ever 
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tempfile
@@ -87,6 +88,18 @@ def dumps(obj: Any, **kw: Any) -> str:
     except UnicodeEncodeError:
         return json.dumps(obj, ensure_ascii=True, allow_nan=False, **kw)
     return text
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every float that is NaN or infinite replaced by None, for summaries
+    where "no number" is the honest answer and strict JSON has no other way to say it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> None:
