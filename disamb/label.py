@@ -14,7 +14,7 @@ import numpy as np
 from . import match
 from .cache import ClipResult
 from .files import write_jsonl
-from .chats import VoiceNote
+from .chats import MAX_TEXT_CHARS, VoiceNote
 from .clips import ClipOutcome
 from .features import FEATURES, MINIMAL, candidate_features, slots
 from .textsim import render_spoken
@@ -113,6 +113,10 @@ def label_notes(
         scored.append(_Note(note, X, feats, oc.result, None, slots(note), match.dominant(X)))
     ok = [s for s in scored if s.X is not None and len(s.note.candidates) > 0]
     summary = Summary(notes=len(notes), errors=len(scored) - len(ok))
+    cut = {c.id for n in notes for c in n.candidates if c.chars is not None}
+    if cut:
+        summary.remarks.append(f"{len(cut)} candidate texts longer than {MAX_TEXT_CHARS:,} characters were cut "
+                               "to that length (marked \"truncated\" with \"text_chars\" in the output)")
 
     base = match.Matcher.load(options.matcher) if options.matcher else match.default_matcher()
     gold = [i for i, s in enumerate(ok) if s.note.has_gold]

@@ -155,7 +155,8 @@ def test_lone_surrogates_huge_texts_and_extreme_times_write_strict_json(odd_text
     r, chats, out = odd_text_run
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 0, r.stderr
-    strict_loads(r.stdout)
+    remarks = strict_loads(r.stdout)["remarks"]
+    assert "1 candidate texts longer than 10,000 characters were cut" in " ".join(remarks)
     (rec,) = read_strict_jsonl(out)
     by_id = {c["id"]: c for c in rec["candidates"]}
     assert by_id["t-sur"]["text"] == "lone \ud800 half"  # kept exactly, as a JSON escape
@@ -374,3 +375,19 @@ def test_names_with_newlines_stay_on_one_line(markup_run, world, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     shown = str(missing).replace("\n", "\\n").replace("\r", "\\r")
     assert r.stderr.strip().splitlines() == [f"error: {shown}: file not found"]
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("label_id", 5, '"label_id" must be a string or null, got number'),
+    ("confidence", "high", '"confidence" must be a number, got string'),
+    ("gold_in_window", "no", '"gold_in_window" must be true or false, got string'),
+])
+def test_review_refuses_wrongly_typed_label_lines_by_reason(tmp_path, field, value, reason):
+    from disamb.review import LabelsFileError, load_items
+
+    rec = {"id": "v", "file": "v.wav", "transcript": "hi", "label_id": "a", "confidence": 0.9,
+           "candidates": [{"id": "a", "text": "hi", "prob": 0.9}, {"id": "b", "text": "yo", "prob": 0.1}]}
+    labels = write_jsonl(tmp_path / "labels.jsonl", [rec, {**rec, "id": "w", field: value}])
+    with pytest.raises(LabelsFileError) as e:
+        load_items(labels)
+    assert str(e.value) == f"{labels}:2: {reason}"
