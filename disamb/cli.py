@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 
@@ -27,12 +29,35 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Find which chat message each voice note says; train and evaluate on the result.",
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Markup and emoji codes off: file names, ids and chat text are printed as the characters they are.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+out = Console(highlight=False, markup=False, emoji=False)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(message: object) -> str:
+    """The message with control characters (a newline in a file name, say) escaped as repr
+    escapes them, so one problem is always one line and a terminal never sees raw escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(message))
+
+
+def say(message: object, tag: str = "", style: str = "yellow", console: Console | None = None) -> None:
+    """Print one message as one line of plain text, after an optional coloured tag."""
+    line = Text(one_line(message))
+    if tag:
+        line = Text.assemble((tag, style), " ", line)
+    (console or err).print(line, soft_wrap=True)
+
+
+def print_json(data: dict) -> None:
+    """The --json summary on stdout: strict JSON (a number that is not finite is null), ASCII-safe."""
+    from .files import finite_or_null
+
+    sys.stdout.write(json.dumps(finite_or_null(data), allow_nan=False) + "\n")
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    say(message, "error:", "red")
     raise typer.Exit(code)
 
 
@@ -49,8 +74,15 @@ def main(
     """disamb: voice note -> chat message disambiguation."""
 
 
-def check_writable(path: Path) -> None:
-    """Fail now, not after hours of work, when the output cannot be written."""
+def check_writable(path: Path, inputs=()) -> None:
+    """Fail now, not after hours of work, when the output cannot be written, is one of the
+    `inputs` (also through a link) or exists as something other than a regular file."""
+    from .files import OutputPathError, check_output
+
+    try:
+        check_output(path, inputs)
+    except OutputPathError as e:
+        fail(str(e))
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         fail(f"{path}: output folder {folder} " + ("is not a folder" if folder.exists() else "does not exist"))
@@ -114,9 +146,9 @@ def summary_table(title: str) -> Table:
 def print_line_errors(errors, limit: int = 50) -> None:
     """Skipped lines are always reported, even with --quiet or --json (they go to stderr)."""
     for e in errors[:limit]:
-        err.print(f"[yellow]skipped[/yellow] {e}", markup=True, soft_wrap=True)
+        say(f"{e}", "skipped")
     if len(errors) > limit:
-        err.print(f"... and {len(errors) - limit} more skipped lines", soft_wrap=True)
+        say(f"... and {len(errors) - limit} more skipped lines")
 
 
 @app.command()
@@ -169,7 +201,15 @@ def label(
         fail(f"--engine must be local or ray, got {engine!r}")
     if engine == "local" and (address is not None or workers is not None or gpus_per_worker is not None):
         fail("--address, --workers and --num-gpus-per-worker go with --engine ray")
-    check_writable(output)
+    inputs = (chats, gold_file, matcher_in)
+    check_writable(output, inputs)
+    if save_matcher is not None:
+        check_writable(save_matcher, (chats, gold_file))  # the --matcher file itself may be updated
+    if shards is not None:
+        from .distributed import shard_paths
+
+        for shard in shard_paths(output, shards):
+            check_writable(shard, inputs)
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
@@ -186,7 +226,7 @@ def label(
         except (ReviewError, OSError) as e:
             fail(f"{gold_file}: {e}")
         if not quiet and not as_json:
-            err.print(f"{n_gold} gold answers applied from {gold_file}", soft_wrap=True)
+            say(f"{n_gold} gold answers applied from {gold_file}")
 
     stopped_by: list[int] = []
 
@@ -236,20 +276,19 @@ def label(
             fail(f"{e.filename or output}: cannot write ({e.strerror or e}); the per-clip cache keeps the work, rerun to finish")
     except KeyboardInterrupt:
         what = "SIGTERM" if stopped_by else "interrupted"
-        err.print(
+        say(
             f"{what}: stopped; previous output {output} is intact (nothing partial written); "
-            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume",
-            soft_wrap=True,
+            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume"
         )
         raise typer.Exit(143 if stopped_by else 130)
     for r, note in zip(records, read.notes):  # records come in input order
         if r.get("error"):
-            err.print(f"[yellow]not labelled[/yellow] {chats}:{note.line}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            say(f"{chats}:{note.line}: {r['file']}: {r['error']}", "not labelled")
     data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device),
                                 "clips_computed": times.clips_computed, "clips_cached": times.clips_cached,
                                 "engine": engine} | ({"shards": shard_files} if shards is not None else {})
     if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
+        print_json(data)
     else:
         print_label_summary(data)
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
@@ -261,7 +300,7 @@ def _ray_clips(notes, model, device, options, cache_root, address, workers, gpus
     from .distributed import RayEngineError, RayOptions, run_clips_ray
 
     if address and cache_root == default_cache_dir():  # each node would keep its own
-        err.print(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share", soft_wrap=True)
+        say(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share")
     ray_options = RayOptions(address=address, workers=workers or 1, num_gpus_per_worker=gpus or 0.0)
     try:
         return run_clips_ray(notes, model, device, options, cache_root, ray_options, advance, times, model_key, compute)
@@ -303,7 +342,7 @@ def print_label_summary(d: dict) -> None:
     table.add_row("written", d["output"])
     out.print(table)
     for remark in d["remarks"]:
-        err.print(f"note: {remark}", soft_wrap=True)
+        say(f"note: {remark}")
 
 
 @app.command("eval")
@@ -327,8 +366,11 @@ def eval_(
 
     With --model, also a trained classifier: accuracy, top-3, per-class precision/recall, confusion matrix.
     """
-    from .evaluate import EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
+    from .evaluate import PLOTS, EvalError, evaluate_labels, read_gold, read_labels, rich_tables, write_report
 
+    if report is not None and report.is_dir():  # a new folder holds nothing to protect
+        for name in [*PLOTS, "confusion.png", "index.html"]:
+            check_writable(report / name, (labels, gold))
     try:
         read = read_labels(labels)
         gold_read = read_gold(gold) if gold is not None else None
@@ -350,20 +392,20 @@ def eval_(
         except (EvalError, OSError) as e:
             fail(f"{report}: {e}")
     for p in problems[:50]:
-        err.print(f"[yellow]skipped[/yellow] {p}", markup=True, soft_wrap=True)
+        say(f"{p}", "skipped")
     if len(problems) > 50:
-        err.print(f"... and {len(problems) - 50} more", soft_wrap=True)
+        say(f"... and {len(problems) - 50} more")
     unmatched = result["gold"]["unmatched_ids"]
     if unmatched:
-        err.print(f"[yellow]gold ids matching no note ({len(unmatched)}):[/yellow] {', '.join(unmatched[:50])}"
-                  + (" ..." if len(unmatched) > 50 else ""), markup=True, soft_wrap=True)
+        say(", ".join(unmatched[:50]) + (" ..." if len(unmatched) > 50 else ""),
+            f"gold ids matching no note ({len(unmatched)}):")
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        print_json(result)
     else:
         for table in rich_tables(result):
             out.print(table)
         if written:
-            out.print(f"report: {report / 'index.html'}")
+            say(f"report: {report / 'index.html'}", console=out)
     raise typer.Exit(1 if (problems or unmatched) else 0)
 
 
@@ -397,7 +439,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
         with progress_bar(len(wanted), "embeddings", quiet) as advance:
             embs, clip_errors = embed_notes(lm, wanted, options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print("interrupted: finished clips are cached", soft_wrap=True)
+        say("interrupted: finished clips are cached")
         raise typer.Exit(130)
     try:
         scored = evaluate_classifier(clf, notes, embs, records, cv=cv)
@@ -454,8 +496,9 @@ def train_command(
     from .models import ModelError, load_model
     from .train import (
         ClassFileError, TrainError, TrainOptions, build_classes, build_dataset, class_texts, default_loss,
-        embed_notes, read_class_file, read_labels,
+        embed_notes, read_class_file,
     )
+    from .gold import read_labels
     from .train import train as fit_head
 
     check_recordings_and_context(recordings, audio_ctx)
@@ -469,15 +512,17 @@ def train_command(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"{output}: cannot create the model folder ({e.strerror or e})")
-    check_writable(output / "model.json")
+    check_writable(output / "model.json", (chats, labels, classes))
+    check_writable(output / "model.safetensors", (chats, labels, classes))
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
-        records = read_labels(labels)
+        labels_read = read_labels(labels)
         fixed = read_class_file(classes) if classes is not None else None
     except (InputFileError, FfmpegMissingError, ClassFileError) as e:
         fail(str(e))
-    print_line_errors(read.errors)
+    records = {rec["id"]: rec for rec in labels_read.records}
+    print_line_errors(read.errors + labels_read.errors)
     if not read.notes:
         fail(f"{chats}: no voice notes ({len(read.errors)} lines skipped)")
     if not records:
@@ -493,7 +538,7 @@ def train_command(
         with progress_bar(len(read.notes), "embeddings", quiet or as_json) as advance:
             embs, clip_errors = embed_notes(lm, read.notes, clip_options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print("interrupted: nothing written; finished clips are cached", soft_wrap=True)
+        say("interrupted: nothing written; finished clips are cached")
         raise typer.Exit(130)
 
     class_set = build_classes(class_texts(read.notes, records), min_count, fixed,
@@ -530,7 +575,7 @@ def train_command(
         "notes": len(read.notes),
         "with_embedding": len(embs),
         "errors": len(clip_errors),
-        "skipped_lines": len(read.errors),
+        "skipped_lines": len(read.errors) + len(labels_read.errors),
         "classes": len(class_set.classes),
         "class_source": class_set.source,
         "labels_below_min_count": sum(class_set.dropped.values()) if fixed is None else 0,
@@ -546,7 +591,7 @@ def train_command(
         "output": str(output),
     }
     if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        print_json(summary)
     else:
         table = summary_table("disamb train")
         rows = summary["rows"]
@@ -565,7 +610,7 @@ def train_command(
         table.add_row("encoder", summary["model"])
         table.add_row("written", summary["output"])
         out.print(table)
-    raise typer.Exit(1 if (clip_errors or read.errors) else 0)
+    raise typer.Exit(1 if (clip_errors or read.errors or labels_read.errors) else 0)
 
 
 @app.command("predict")
@@ -591,13 +636,14 @@ def predict_command(
     from .clips import ClipOptions
     from .models import ModelError, load_model, trained_compute
     from .predict import find_recordings, predict_notes, write_predictions
-    from .train import Classifier, ModelFileError, embed_notes, read_labels
+    from .gold import read_labels
+    from .train import Classifier, ModelFileError, embed_notes
 
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
     if restrict and chats is None:
         fail("--restrict-to-candidates needs a chat log or manifest (CHATS)")
-    check_writable(output)
+    check_writable(output, (chats, labels, model_dir / "model.json", model_dir / "model.safetensors"))
     try:
         clf = Classifier.load(model_dir)
     except ModelFileError as e:
@@ -605,13 +651,18 @@ def predict_command(
     skipped: list = []
     try:
         require_ffmpeg()
-        records = read_labels(labels) if labels is not None else None
+        if labels is not None:
+            labels_read = read_labels(labels)
+            records = {rec["id"]: rec for rec in labels_read.records}
+            skipped += labels_read.errors
+        else:
+            records = None
         if chats is not None:
             read = read_notes(chats, recordings, window=window)
-            notes, skipped = read.notes, read.errors
+            notes, skipped = read.notes, skipped + read.errors
         else:
             notes, refused = find_recordings(recordings)
-            skipped = refused
+            skipped += refused
     except (InputFileError, FfmpegMissingError) as e:
         fail(str(e))
     print_line_errors(skipped)
@@ -631,7 +682,7 @@ def predict_command(
         with progress_bar(len(notes), "embeddings", quiet or as_json) as advance:
             embs, clip_errors = embed_notes(lm, notes, clip_options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print(f"interrupted: {output} left as it was; finished clips are cached", soft_wrap=True)
+        say(f"interrupted: {output} left as it was; finished clips are cached")
         raise typer.Exit(130)
     bad_dim = [i for i, e in embs.items() if e.shape != (clf.dim,)]
     if bad_dim:
@@ -640,10 +691,10 @@ def predict_command(
     write_predictions(output, rows)
     for r in rows:
         if r.get("error"):
-            err.print(f"[yellow]not predicted[/yellow] {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            say(f"{r['file']}: {r['error']}", "not predicted")
     data = summary.as_dict() | {"output": str(output), "model": str(model_dir), "classes": len(clf.classes)}
     if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
+        print_json(data)
     else:
         table = summary_table("disamb predict")
         table.add_row("recordings", str(data["notes"]))
@@ -684,9 +735,9 @@ def review(
     if order not in ORDERS:
         fail(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     gold_path = gold if gold is not None else labels.with_name("gold.jsonl")
-    check_writable(gold_path)
+    check_writable(gold_path, (labels, predictions))
     if save_matcher is not None:
-        check_writable(save_matcher)
+        check_writable(save_matcher, (labels, gold_path, predictions))
     address = host if host is not None else "127.0.0.1"
     try:
         if order == "disagree" and predictions is None:
@@ -696,7 +747,7 @@ def review(
             from .review import mark_disagreements
 
             n_disagree = mark_disagreements(session.items, predictions)
-            out.print(f"{n_disagree} notes where the classifier disagrees with the labeller", soft_wrap=True)
+            say(f"{n_disagree} notes where the classifier disagrees with the labeller", console=out)
         sock = bind(address, port, allow_remote=host is not None)
     except ReviewError as e:
         fail(str(e))
@@ -705,15 +756,14 @@ def review(
     stats = session.stats()
     unplayable = session.unplayable()
     if unplayable:
-        err.print(
+        say(
             f"warning: {len(unplayable)} of {stats['total']} notes have no playable audio in {recordings} "
-            f"(first: {unplayable[0]}); is it the folder given to disamb label?",
-            soft_wrap=True,
+            f"(first: {unplayable[0]}); is it the folder given to disamb label?"
         )
     if host is not None and not is_loopback(address):
-        err.print(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers", soft_wrap=True)
-    out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
-    out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
+        say(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers")
+    say(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", console=out)
+    say(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", console=out)
     try:
         make_server(session, address).run(sockets=[sock])
     finally:
@@ -737,7 +787,7 @@ def import_export(
         fail(f"unknown export kind {kind!r}: use telegram or whatsapp")
     if date_order not in (None, "dmy", "mdy"):
         fail(f"--date-order must be dmy or mdy, got {date_order!r}")
-    check_writable(output)
+    check_writable(output, (path, path / "_chat.txt", path / "result.json"))
     types = tuple(t.strip() for t in voice_types.split(",") if t.strip())
     try:
         result = import_command(kind, path, output, voice_types=types, date_order=date_order)
@@ -760,10 +810,10 @@ def import_export(
         "recordings": str(result.folder),
     }
     if as_json:
-        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+        print_json(data)
     else:
         for e in result.errors[:50]:
-            err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
+            say(f"{e}", "not imported")
         table = summary_table(f"disamb import {kind}")
         table.add_row("messages read", str(result.n_messages))
         table.add_row("voice notes", f"{result.n_voice} ({result.n_voice_present} with audio)")
@@ -777,7 +827,7 @@ def import_export(
         table.add_row("not understood / no media", str(len(result.errors)))
         table.add_row("written", f"{output} ({len(result.records)} records)")
         out.print(table)
-        out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
+        say(f"next: disamb label {result.folder} {output}", console=out)
     raise typer.Exit(1 if result.errors else 0)
 
 

@@ -217,12 +217,18 @@ def read_labels(path: Path) -> LabelsRead:
     Missing fields get neutral values (no label, confidence 0, empty candidates);
     lines that are not objects with a string id are skipped and listed.
     """
+    from .gold import record_problem
+
     items, problems = _read_jsonl(path, "labels.jsonl")
     records, seen = [], set()
     for no, obj in items:
         rid = obj.get("id")
         if not isinstance(rid, str) or not rid:
             problems.append(f"{path}:{no}: no string \"id\"")
+            continue
+        wrong = record_problem(obj)  # the types every later step relies on
+        if wrong is not None:
+            problems.append(f"{path}:{no}: {wrong}")
             continue
         if rid in seen:
             problems.append(f"{path}:{no}: duplicate id {rid!r}")
@@ -742,9 +748,15 @@ def _pyplot():
 
 
 def _save_figure(plt, fig, path: Path) -> None:
+    import io
+
+    from .files import write_atomic
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
     plt.close(fig)  # pyplot keeps every open figure alive otherwise
+    write_atomic(path, png.getvalue())
 
 
 def plot_risk_coverage(result: dict, path: Path) -> None:
@@ -893,6 +905,8 @@ def _looks_numeric(v: str) -> bool:
 
 def write_report(result: dict, out_dir: Path, title: str = "disamb eval") -> list[Path]:
     """PNG plots and an index.html showing the tables and the plots together; returns the files written."""
+    from .files import write_atomic
+
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -909,7 +923,7 @@ def write_report(result: dict, out_dir: Path, title: str = "disamb eval") -> lis
         written.append(out_dir / "confusion.png")
         images.append(("confusion.png", "Classifier confusion matrix"))
     page = out_dir / "index.html"
-    page.write_text(html_page(title, sections(result), images, result.get("source", "")), encoding="utf-8")
+    write_atomic(page, html_page(title, sections(result), images, result.get("source", "")))
     written.append(page)
     return written
 
