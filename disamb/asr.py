@@ -175,8 +175,13 @@ def no_speech_probs(lm: LoadedModel, encoded: list[Encoded]) -> list[float]:
 
 def candidate_tokens(lm: LoadedModel, text: str) -> list[int]:
     """Tokens of a rendering as Whisper would emit them: leading space, cut to fit the context."""
-    toks = lm.tokenizer.encode(" " + text.strip())
+    toks = text_tokens(lm, " " + text.strip())
     return toks[: _text_room(lm)]
+
+
+def text_tokens(lm: LoadedModel, text: str) -> list[int]:
+    """Tokens of the characters of `text`: a user's "<|endoftext|>" is text, never the control token."""
+    return lm.tokenizer.encode(text, disallowed_special=())
 
 
 def _text_room(lm: LoadedModel) -> int:
@@ -188,7 +193,7 @@ def is_truncated(lm: LoadedModel, text: str) -> bool:
     room = _text_room(lm)
     spaced = " " + text.strip()
     # a token covers at least one byte: short texts need no tokenizing
-    return len(spaced.encode("utf-8")) > room and len(lm.tokenizer.encode(spaced)) > room
+    return len(spaced.encode("utf-8", "surrogatepass")) > room and len(text_tokens(lm, spaced)) > room
 
 
 def score_candidates(

@@ -24,6 +24,10 @@ from .inputs import AudioPathError, InputFileError, LineError, _show, read_text_
 MAX_MANIFEST_CANDIDATES = 50
 """A manifest lists its candidates explicitly; more than this is almost surely a mistake."""
 
+MAX_TEXT_CHARS = 10_000
+"""Texts are cut to this many characters as they are read: far past what Whisper's 448-token
+context can score, and it bounds the work of every text transform that follows."""
+
 
 @dataclass
 class Candidate:
@@ -31,6 +35,7 @@ class Candidate:
     text: str
     ts: float | None = None
     sender: str | None = None
+    chars: int | None = None  # the length as typed, when the text was cut to MAX_TEXT_CHARS
 
 
 @dataclass
@@ -145,6 +150,17 @@ def _ts(obj: dict) -> float | None:
         raise _BadLine(str(exc)) from None
 
 
+def cap_text(text: str) -> tuple[str, int | None]:
+    """The text cut to MAX_TEXT_CHARS, and its length as typed when it was cut (else None)."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text, None
+    return text[:MAX_TEXT_CHARS], len(text)
+
+
+def _capped(text: str | None) -> str | None:
+    return None if text is None else cap_text(text)[0]
+
+
 def loose_text(text: str) -> str:
     """Casefold, drop punctuation, collapse whitespace: the forgiving form used to find a gold label."""
     folded = unicodedata.normalize("NFKC", text).casefold()
@@ -231,6 +247,7 @@ class _Message:
     sender: str | None
     chat: str | None
     text: str | None = None
+    text_chars: int | None = None
     file: str | None = None
     audio: Path | None = None
     label_id: str | None = None
@@ -253,11 +270,11 @@ def _chat_message(obj: Any) -> _Message:
     chat = None if chat_value is None else str(chat_value)
     msg = _Message(line=0, id=msg_id, kind=kind, ts=ts, sender=sender, chat=chat)
     if kind == "text":
-        msg.text = _req_str(obj, "text")
+        msg.text, msg.text_chars = cap_text(_req_str(obj, "text"))
     else:
         msg.file = _req_str(obj, "file", allow_empty=False)
         msg.label_id = _opt_str(obj, "label_id")
-        msg.label = _opt_str(obj, "label")
+        msg.label = _capped(_opt_str(obj, "label"))
     return msg
 
 
@@ -321,7 +338,7 @@ def notes_from_chat(
             if len(cands) >= window or segment[tpos] != segment[pos]:
                 break
             t = kept[tpos]
-            cands.append(Candidate(id=t.id, text=t.text or "", ts=t.ts, sender=t.sender))
+            cands.append(Candidate(id=t.id, text=t.text or "", ts=t.ts, sender=t.sender, chars=t.text_chars))
         if not cands:
             errors.append(LineError(source, msg.line, "no text messages after this voice note"))
             continue
@@ -382,7 +399,7 @@ def _manifest_entry(obj: Any) -> _Entry:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise _BadLine(f'"candidates"[{index}] must be a string, got {_jtype(text)}')
-    label = _opt_str(obj, "label")
+    label = _capped(_opt_str(obj, "label"))
     label_index = obj.get("label_index")
     if label_index is not None:
         if isinstance(label_index, bool) or not isinstance(label_index, int):
@@ -394,7 +411,10 @@ def _manifest_entry(obj: Any) -> _Entry:
 
 
 def _entry_note(entry: _Entry, audio: Path, line: int) -> VoiceNote:
-    cands = [Candidate(id=f"{entry.id}#{i}", text=text) for i, text in enumerate(entry.texts)]
+    cands = []
+    for i, typed in enumerate(entry.texts):
+        text, chars = cap_text(typed)
+        cands.append(Candidate(id=f"{entry.id}#{i}", text=text, chars=chars))
     note = VoiceNote(id=entry.id, file=entry.audio, audio=audio, candidates=cands,
                      ts=entry.ts, sender=entry.sender, line=line)
     if entry.label_index is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from . import __version__
 from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, train_table
@@ -26,8 +28,32 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Find which chat message each voice note says; train and evaluate on the result.",
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# Markup and emoji codes off: file names, ids and chat text are printed as the characters they are.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+out = Console(highlight=False, markup=False, emoji=False)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(message: object) -> str:
+    """The message with control characters (a newline in a file name, say) escaped as repr
+    escapes them, so one problem is always one line and a terminal never sees raw escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(message))
+
+
+def say(message: object, tag: str = "", style: str = "yellow", console: Console | None = None) -> None:
+    """Print one message as one line of plain text, after an optional coloured tag."""
+    line = Text(one_line(message))
+    if tag:
+        line = Text.assemble((tag, style), " ", line)
+    (console or err).print(line, soft_wrap=True)
+
+
+def print_json(data: dict) -> None:
+    """The --json summary on stdout: strict JSON (a number that is not finite is null), ASCII-safe."""
+    from .files import finite_or_null
+
+    sys.stdout.write(json.dumps(finite_or_null(data), allow_nan=False) + "\n")
+
 
 # Options several commands share, declared once so they read and behave alike.
 CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Per-clip cache folder (default: user cache).")]
@@ -38,7 +64,7 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    say(message, "error:", "red")
     raise typer.Exit(code)
 
 
@@ -55,8 +81,15 @@ def main(
     """disamb: voice note -> chat message disambiguation."""
 
 
-def check_writable(path: Path) -> None:
-    """Fail now, not after hours of work, when the output cannot be written."""
+def check_writable(path: Path, inputs=()) -> None:
+    """Fail now, not after hours of work, when the output cannot be written, is one of the
+    `inputs` (also through a link) or exists as something other than a regular file."""
+    from .files import OutputPathError, check_output
+
+    try:
+        check_output(path, inputs)
+    except OutputPathError as e:
+        fail(str(e))
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         fail(f"{path}: output folder {folder} " + ("is not a folder" if folder.exists() else "does not exist"))
@@ -85,9 +118,9 @@ def check_recordings_and_context(recordings: Path, audio_ctx: str) -> None:
 def print_line_errors(errors, limit: int = 50) -> None:
     """Skipped lines are always reported, even with --quiet or --json (they go to stderr)."""
     for e in errors[:limit]:
-        err.print(f"[yellow]skipped[/yellow] {e}", markup=True, soft_wrap=True)
+        say(f"{e}", "skipped")
     if len(errors) > limit:
-        err.print(f"... and {len(errors) - limit} more skipped lines", soft_wrap=True)
+        say(f"... and {len(errors) - limit} more skipped lines")
 
 
 def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -122,7 +155,7 @@ def embed_with_progress(lm, notes, clip_options, cache, quiet: bool, interrupted
         with progress_bar(len(notes), "embeddings", quiet, err) as advance:
             return embed_notes(lm, notes, clip_options, cache, on_done=advance)
     except KeyboardInterrupt:
-        err.print(interrupted, soft_wrap=True)
+        say(interrupted)
         raise typer.Exit(130)
 
 
@@ -172,7 +205,15 @@ def label(
     check_choice("--engine", engine, ("local", "ray"))
     if engine == "local" and (address is not None or workers is not None or gpus_per_worker is not None):
         fail("--address, --workers and --num-gpus-per-worker go with --engine ray")
-    check_writable(output)
+    inputs = (chats, gold_file, matcher_in)
+    check_writable(output, inputs)
+    if save_matcher is not None:
+        check_writable(save_matcher, (chats, gold_file))  # the --matcher file itself may be updated
+    if shards is not None:
+        from .distributed import shard_paths
+
+        for shard in shard_paths(output, shards):
+            check_writable(shard, inputs)
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
@@ -220,24 +261,23 @@ def label(
         shard_files = _write_label_outputs(output, records, shards, matcher_used, save_matcher)
     except KeyboardInterrupt:
         what = "SIGTERM" if stopped_by else "interrupted"
-        err.print(
+        say(
             f"{what}: stopped; previous output {output} is intact (nothing partial written); "
-            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume",
-            soft_wrap=True,
+            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume"
         )
         raise typer.Exit(143 if stopped_by else 130)
     for r, note in zip(records, read.notes):  # records come in input order
         if r.get("error"):
-            err.print(f"[yellow]not labelled[/yellow] {chats}:{note.line}: {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            say(f"{chats}:{note.line}: {r['file']}: {r['error']}", "not labelled")
     data = summary.as_dict() | {"output": str(output), "model": lm.key, "device": str(lm.device),
                                 "clips_computed": times.clips_computed, "clips_cached": times.clips_cached,
                                 "engine": engine} | ({"shards": shard_files} if shards is not None else {})
     if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
+        print_json(data)
     else:
         out.print(label_table(data))
         for remark in data["remarks"]:
-            err.print(f"note: {remark}", soft_wrap=True)
+            say(f"note: {remark}")
     raise typer.Exit(1 if (summary.errors or summary.skipped_lines) else 0)
 
 
@@ -250,7 +290,7 @@ def _apply_gold_file(notes, gold_file: Path, verbose: bool) -> None:
     except (ReviewError, OSError) as e:
         fail(f"{gold_file}: {e}")
     if verbose:
-        err.print(f"{n_gold} gold answers applied from {gold_file}", soft_wrap=True)
+        say(f"{n_gold} gold answers applied from {gold_file}")
 
 
 def _write_label_outputs(output: Path, records, shards: int | None, matcher, save_matcher: Path | None):
@@ -290,7 +330,7 @@ def _ray_clips(job: RayJob, notes, options, cache_root, model_key, advance, time
     from .distributed import RayEngineError, RayOptions, run_clips_ray
 
     if job.address and cache_root == default_cache_dir():  # each node would keep its own
-        err.print(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share", soft_wrap=True)
+        say(f"note: the cache {cache_root} is this machine's; give --cache-dir on storage all nodes share")
     ray_options = RayOptions(address=job.address, workers=job.workers or 1, num_gpus_per_worker=job.gpus_per_worker or 0.0)
     try:
         return run_clips_ray(notes, job.model, job.device, options, cache_root, ray_options, advance, times,
@@ -321,8 +361,11 @@ def eval_(
     With --model, also a trained classifier: accuracy, top-3, per-class precision/recall, confusion matrix.
     """
     from .evaluate import EvalError, evaluate_labels, read_gold, read_labels
-    from .report import rich_tables, write_report
+    from .report import PLOTS, rich_tables, write_report
 
+    if report is not None and report.is_dir():  # a new folder holds nothing to protect
+        for name in [*PLOTS, "confusion.png", "index.html"]:
+            check_writable(report / name, (labels, gold))
     try:
         read = read_labels(labels)
         gold_read = read_gold(gold) if gold is not None else None
@@ -344,20 +387,20 @@ def eval_(
         except (EvalError, OSError) as e:
             fail(f"{report}: {e}")
     for p in problems[:50]:
-        err.print(f"[yellow]skipped[/yellow] {p}", markup=True, soft_wrap=True)
+        say(f"{p}", "skipped")
     if len(problems) > 50:
-        err.print(f"... and {len(problems) - 50} more", soft_wrap=True)
+        say(f"... and {len(problems) - 50} more")
     unmatched = result["gold"]["unmatched_ids"]
     if unmatched:
-        err.print(f"[yellow]gold ids matching no note ({len(unmatched)}):[/yellow] {', '.join(unmatched[:50])}"
-                  + (" ..." if len(unmatched) > 50 else ""), markup=True, soft_wrap=True)
+        say(", ".join(unmatched[:50]) + (" ..." if len(unmatched) > 50 else ""),
+            f"gold ids matching no note ({len(unmatched)}):")
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        print_json(result)
     else:
         for table in rich_tables(result):
             out.print(table)
         if written:
-            out.print(f"report: {report / 'index.html'}")
+            say(f"report: {report / 'index.html'}", console=out)
     raise typer.Exit(1 if (problems or unmatched) else 0)
 
 
@@ -428,8 +471,9 @@ def train_command(
     from .clips import ClipOptions
     from .train import (
         ClassFileError, TrainOptions, build_classes, build_dataset, class_texts, default_loss,
-        read_class_file, read_labels,
+        read_class_file,
     )
+    from .gold import read_labels
 
     check_recordings_and_context(recordings, audio_ctx)
     check_choice("--head", head, ("linear", "mlp"))
@@ -441,15 +485,17 @@ def train_command(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"{output}: cannot create the model folder ({e.strerror or e})")
-    check_writable(output / "model.json")
+    check_writable(output / "model.json", (chats, labels, classes))
+    check_writable(output / "model.safetensors", (chats, labels, classes))
     try:
         require_ffmpeg()
         read = read_notes(chats, recordings, window=window)
-        records = read_labels(labels)
+        labels_read = read_labels(labels)
         fixed = read_class_file(classes) if classes is not None else None
     except (InputFileError, FfmpegMissingError, ClassFileError) as e:
         fail(str(e))
-    print_line_errors(read.errors)
+    records = {rec["id"]: rec for rec in labels_read.records}
+    print_line_errors(read.errors + labels_read.errors)
     if not read.notes:
         fail(f"{chats}: no voice notes ({len(read.errors)} lines skipped)")
     if not records:
@@ -480,7 +526,7 @@ def train_command(
         "notes": len(read.notes),
         "with_embedding": len(embs),
         "errors": len(clip_errors),
-        "skipped_lines": len(read.errors),
+        "skipped_lines": len(read.errors) + len(labels_read.errors),
         "classes": len(class_set.classes),
         "class_source": class_set.source,
         "labels_below_min_count": sum(class_set.dropped.values()) if fixed is None else 0,
@@ -496,10 +542,10 @@ def train_command(
         "output": str(output),
     }
     if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        print_json(summary)
     else:
         out.print(train_table(summary, min_count, fixed))
-    raise typer.Exit(1 if (clip_errors or read.errors) else 0)
+    raise typer.Exit(1 if (clip_errors or read.errors or labels_read.errors) else 0)
 
 
 def _fit_head(data, options, encoder: dict, quiet: bool):
@@ -547,13 +593,14 @@ def predict_command(
     from .clips import ClipOptions
     from .models import trained_compute
     from .predict import find_recordings, predict_notes, write_predictions
-    from .train import Classifier, ModelFileError, read_labels
+    from .gold import read_labels
+    from .train import Classifier, ModelFileError
 
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
     if restrict and chats is None:
         fail("--restrict-to-candidates needs a chat log or manifest (CHATS)")
-    check_writable(output)
+    check_writable(output, (chats, labels, model_dir / "model.json", model_dir / "model.safetensors"))
     try:
         clf = Classifier.load(model_dir)
     except ModelFileError as e:
@@ -561,13 +608,18 @@ def predict_command(
     skipped: list = []
     try:
         require_ffmpeg()
-        records = read_labels(labels) if labels is not None else None
+        if labels is not None:
+            labels_read = read_labels(labels)
+            records = {rec["id"]: rec for rec in labels_read.records}
+            skipped += labels_read.errors
+        else:
+            records = None
         if chats is not None:
             read = read_notes(chats, recordings, window=window)
-            notes, skipped = read.notes, read.errors
+            notes, skipped = read.notes, skipped + read.errors
         else:
             notes, refused = find_recordings(recordings)
-            skipped = refused
+            skipped += refused
     except (InputFileError, FfmpegMissingError) as e:
         fail(str(e))
     print_line_errors(skipped)
@@ -589,10 +641,10 @@ def predict_command(
     write_predictions(output, rows)
     for r in rows:
         if r.get("error"):
-            err.print(f"[yellow]not predicted[/yellow] {r['file']}: {r['error']}", markup=True, soft_wrap=True)
+            say(f"{r['file']}: {r['error']}", "not predicted")
     data = summary.as_dict() | {"output": str(output), "model": str(model_dir), "classes": len(clf.classes)}
     if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
+        print_json(data)
     else:
         out.print(predict_table(data, restrict))
     raise typer.Exit(1 if (summary.errors or skipped) else 0)
@@ -618,9 +670,9 @@ def review(
     if order not in ORDERS:
         fail(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     gold_path = gold if gold is not None else labels.with_name("gold.jsonl")
-    check_writable(gold_path)
+    check_writable(gold_path, (labels, predictions))
     if save_matcher is not None:
-        check_writable(save_matcher)
+        check_writable(save_matcher, (labels, gold_path, predictions))
     address = host if host is not None else "127.0.0.1"
     try:
         if order == "disagree" and predictions is None:
@@ -630,7 +682,7 @@ def review(
             from .review import mark_disagreements
 
             n_disagree = mark_disagreements(session.items, predictions)
-            out.print(f"{n_disagree} notes where the classifier disagrees with the labeller", soft_wrap=True)
+            say(f"{n_disagree} notes where the classifier disagrees with the labeller", console=out)
         sock = bind(address, port, allow_remote=host is not None)
     except ReviewError as e:
         fail(str(e))
@@ -639,15 +691,14 @@ def review(
     stats = session.stats()
     unplayable = session.unplayable()
     if unplayable:
-        err.print(
+        say(
             f"warning: {len(unplayable)} of {stats['total']} notes have no playable audio in {recordings} "
-            f"(first: {unplayable[0]}); is it the folder given to disamb label?",
-            soft_wrap=True,
+            f"(first: {unplayable[0]}); is it the folder given to disamb label?"
         )
     if host is not None and not is_loopback(address):
-        err.print(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers", soft_wrap=True)
-    out.print(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", soft_wrap=True)
-    out.print(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", soft_wrap=True)
+        say(f"warning: listening on {address}: anyone who can reach this machine can hear the clips and write answers")
+    say(f"reviewing {stats['total']} notes ({stats['answered']} answered) from {labels}; answers go to {gold_path}", console=out)
+    say(f"open {url_for(address, sock.getsockname()[1])}  (Ctrl-C to stop)", console=out)
     try:
         make_server(session, address).run(sockets=[sock])
     finally:
@@ -671,7 +722,7 @@ def import_export(
         fail(f"unknown export kind {kind!r}: use telegram or whatsapp")
     if date_order is not None:
         check_choice("--date-order", date_order, ("dmy", "mdy"))
-    check_writable(output)
+    check_writable(output, (path, path / "_chat.txt", path / "result.json"))
     types = tuple(t.strip() for t in voice_types.split(",") if t.strip())
     try:
         result = import_command(kind, path, output, voice_types=types, date_order=date_order)
@@ -694,12 +745,12 @@ def import_export(
         "recordings": str(result.folder),
     }
     if as_json:
-        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+        print_json(data)
     else:
         for e in result.errors[:50]:
-            err.print(f"[yellow]not imported[/yellow] {e}", markup=True, soft_wrap=True)
+            say(f"{e}", "not imported")
         out.print(import_table(result, kind, output))
-        out.print(f"next: disamb label {result.folder} {output}", soft_wrap=True)
+        say(f"next: disamb label {result.folder} {output}", console=out)
     raise typer.Exit(1 if result.errors else 0)
 
 

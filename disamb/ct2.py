@@ -10,10 +10,8 @@ later as garbage transcripts.
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -307,17 +305,11 @@ def _alignment_heads(config_path: Path) -> list[list[int]] | None:
 
 def _atomic_write(out_path: Path, write) -> None:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    from .files import atomic_open
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out_path) as fh:
+        write(fh)
 
 
 def convert_ct2_to_openai(ct2_dir: Path, out_path: Path) -> Path:

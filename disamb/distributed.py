@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from . import match
-from .cache import ClipCache, ClipResult, write_atomic
+from .cache import ClipCache, ClipResult
+from .files import write_jsonl
 from .chats import Candidate, VoiceNote
 from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
 from .models import weights_key
@@ -287,5 +288,5 @@ def write_shards(output: Path, records: list[dict], shards: int) -> list[Path]:
     paths = shard_paths(Path(output), shards)
     bounds = np.linspace(0, len(records), shards + 1).round().astype(int)
     for path, lo, hi in zip(paths, bounds[:-1], bounds[1:]):
-        write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[lo:hi]))
+        write_jsonl(path, records[lo:hi])
     return paths

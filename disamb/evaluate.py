@@ -217,12 +217,18 @@ def read_labels(path: Path) -> LabelsRead:
     Missing fields get neutral values (no label, confidence 0, empty candidates);
     lines that are not objects with a string id are skipped and listed.
     """
+    from .gold import record_problem
+
     items, problems = _read_jsonl(path, "labels.jsonl")
     records, seen = [], set()
     for no, obj in items:
         rid = obj.get("id")
         if not isinstance(rid, str) or not rid:
             problems.append(f"{path}:{no}: no string \"id\"")
+            continue
+        wrong = record_problem(obj)  # the types every later step relies on
+        if wrong is not None:
+            problems.append(f"{path}:{no}: {wrong}")
             continue
         if rid in seen:
             problems.append(f"{path}:{no}: duplicate id {rid!r}")

@@ -13,9 +13,7 @@ telegram.py and whatsapp.py, over the shared builder in export_records.py.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -62,16 +60,9 @@ def detect_export(path: Path) -> str | None:
 
 def write_chats_jsonl(result: ExportResult, out: Path) -> None:
     """Write the records as chats.jsonl; a temp file renamed into place, so a crash leaves no half file."""
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for rec in result.records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .files import write_jsonl
+
+    write_jsonl(Path(out), result.records)
 
 
 def import_command(

@@ -5,7 +5,6 @@ and acceptance. Produces the records of labels.jsonl and the run summary.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from . import match
-from .cache import ClipResult, write_atomic
-from .chats import VoiceNote
+from .cache import ClipResult
+from .files import write_jsonl
+from .chats import MAX_TEXT_CHARS, VoiceNote
 from .clips import ClipOutcome
 from .features import FEATURES, MINIMAL, candidate_features, slots
 from .textsim import render_spoken
@@ -117,6 +117,10 @@ def label_notes(
         scored.append(_Note(note, X, feats, oc.result, None, slots(note), match.dominant(X)))
     ok = [s for s in scored if s.X is not None and len(s.note.candidates) > 0]
     summary = Summary(notes=len(notes), errors=len(scored) - len(ok))
+    cut = {c.id for n in notes for c in n.candidates if c.chars is not None}
+    if cut:
+        summary.remarks.append(f"{len(cut)} candidate texts longer than {MAX_TEXT_CHARS:,} characters were cut "
+                               "to that length (marked \"truncated\" with \"text_chars\" in the output)")
 
     base = match.Matcher.load(options.matcher) if options.matcher else match.default_matcher()
     gold = [i for i, s in enumerate(ok) if s.note.has_gold]
@@ -251,6 +255,8 @@ def _record(s: _Note, decided, summary: Summary, truncated: frozenset[str] = fro
     cands = []
     for j, c in enumerate(note.candidates):
         entry = {"id": c.id, "text": c.text, "prob": None}
+        if c.chars is not None:  # cut when read: the record says so and how long it was
+            entry.update(truncated=True, text_chars=c.chars)
         if decided is not None:
             entry["prob"] = round(float(decided[0][j]), 4)
             entry["features"] = s.feats[j]
@@ -312,5 +318,4 @@ def truncated_texts(lm, notes: list[VoiceNote]) -> frozenset[str]:
 
 def write_labels(path: Path, records: list[dict]) -> None:
     """labels.jsonl, one object per note in input order, written atomically."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_atomic(Path(path), text)
+    write_jsonl(Path(path), records)

@@ -95,9 +95,9 @@ class Matcher:
         return m
 
     def save(self, path: Path) -> None:
-        from .cache import write_atomic
+        from .files import dumps, write_atomic
 
-        write_atomic(Path(path), json.dumps(self.to_json(), indent=1))
+        write_atomic(Path(path), dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "Matcher":

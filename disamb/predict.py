@@ -7,14 +7,13 @@ labeller's labels and the gold truth.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cache import write_atomic
 from .chats import VoiceNote
+from .files import write_jsonl
 from .inputs import AUDIO_EXTENSIONS, AudioPathError, resolve_audio
 from .textsim import normalize
 from .train import Classifier, gold_text
@@ -158,4 +157,4 @@ def _compare(row: dict, note: VoiceNote, records: dict[str, dict] | None, index:
 
 def write_predictions(path: Path, rows: list[dict]) -> None:
     """predictions.jsonl, one object per recording, written atomically."""
-    write_atomic(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(Path(path), rows)

@@ -182,9 +182,15 @@ def _pyplot():
 
 
 def _save_figure(plt, fig, path: Path) -> None:
+    import io
+
+    from .files import write_atomic
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
     plt.close(fig)  # pyplot keeps every open figure alive otherwise
+    write_atomic(path, png.getvalue())
 
 
 def _finish_unit_plot(plt, fig, ax, path: Path, xlabel: str, ylabel: str, bottom: float, legend: str) -> None:
@@ -334,6 +340,8 @@ def _looks_numeric(v: str) -> bool:
 
 def write_report(result: dict, out_dir: Path, title: str = "disamb eval") -> list[Path]:
     """PNG plots and an index.html showing the tables and the plots together; returns the files written."""
+    from .files import write_atomic
+
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -350,6 +358,6 @@ def write_report(result: dict, out_dir: Path, title: str = "disamb eval") -> lis
         written.append(out_dir / "confusion.png")
         images.append(("confusion.png", "Classifier confusion matrix"))
     page = out_dir / "index.html"
-    page.write_text(html_page(title, sections(result), images, result.get("source", "")), encoding="utf-8")
+    write_atomic(page, html_page(title, sections(result), images, result.get("source", "")))
     written.append(page)
     return written

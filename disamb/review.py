@@ -92,6 +92,8 @@ def load_items(labels_path: Path) -> list[Item]:
 
     Notes that already carry gold in labels.jsonl are kept (they count for refitting)
     but `Session` does not ask about them again."""
+    from .gold import record_problem
+
     labels_path = Path(labels_path)
     try:
         lines = labels_path.read_text("utf-8").splitlines()
@@ -104,6 +106,9 @@ def load_items(labels_path: Path) -> list[Item]:
             continue
         try:
             rec = json.loads(line)
+            wrong = record_problem(rec)  # the field types _item relies on
+            if wrong is not None:
+                raise LabelsFileError(f"{labels_path}:{n}: {wrong}")
             item = _item(rec, len(items))
         except (ValueError, KeyError, TypeError) as e:
             raise LabelsFileError(f"{labels_path}:{n}: not a labels.jsonl record ({e})") from None

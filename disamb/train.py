@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .cache import write_atomic
 from .chats import VoiceNote
+from .files import dumps, write_atomic
 from .inputs import read_text_bytes
 from .textsim import normalize
 
@@ -129,19 +129,11 @@ class Dataset:
 
 
 def read_labels(path: Path) -> dict[str, dict]:
-    """labels.jsonl records by note id; lines that are not JSON objects with an id are skipped."""
-    data = read_text_bytes(Path(path))
-    records: dict[str, dict] = {}
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            records[rec["id"]] = rec
-    return records
+    """labels.jsonl records by note id, every field type-checked (`gold.read_labels` has the
+    lines left out, for callers that report them)."""
+    from .gold import read_labels as read_checked
+
+    return {rec["id"]: rec for rec in read_checked(path).records}
 
 
 def gold_text(note: VoiceNote) -> str | None:
@@ -530,22 +522,20 @@ class Classifier:
         return p / p.sum(1, keepdims=True)
 
     def save(self, folder: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()}
         tensors["feature_mean"] = torch.from_numpy(self.mean.copy())
         tensors["feature_std"] = torch.from_numpy(self.std.copy())
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(folder / WEIGHTS_FILE)
+        write_atomic(folder / WEIGHTS_FILE, save(tensors))
         shapes = {k: list(v.shape) for k, v in tensors.items()}
         meta = self.meta | {
             "format": FORMAT_VERSION, "package": "disamb", "package_version": __version__,
             "classes": self.classes, "feature_dim": self.dim, "tensors": shapes,
         }
-        write_atomic(folder / META_FILE, json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        write_atomic(folder / META_FILE, dumps(meta, indent=1) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> "Classifier":
@@ -569,6 +559,7 @@ class Classifier:
                 raise ModelFileError(f"{folder}: model format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         except (KeyError, TypeError, ValueError):
             raise ModelFileError(f"{folder / META_FILE}: missing classes, feature_dim or head") from None
+        kind, hidden, dropout = _head_shape(folder / META_FILE, head_info)
         try:
             tensors = load_file(str(folder / WEIGHTS_FILE))
         except FileNotFoundError:
@@ -576,8 +567,7 @@ class Classifier:
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelFileError(f"{folder / WEIGHTS_FILE}: unreadable ({e})") from None
         try:
-            head = make_head(dim, len(classes), head_info.get("kind", "linear"), head_info.get("hidden") or 256,
-                             head_info.get("dropout") or 0.0)
+            head = make_head(dim, len(classes), kind, hidden, dropout)
             state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
             head.load_state_dict(state, strict=True)
             mean, std = tensors["feature_mean"].numpy(), tensors["feature_std"].numpy()
@@ -585,5 +575,25 @@ class Classifier:
             raise ModelFileError(f"{folder}: weights do not match {META_FILE} ({str(e).splitlines()[0]})") from None
         if mean.shape != (dim,) or std.shape != (dim,):
             raise ModelFileError(f"{folder}: feature statistics do not have {dim} dimensions")
+        for what, bad in (("feature scale must be positive and finite", ~(np.isfinite(std) & (std > 0))),
+                          ("feature mean must be finite", ~np.isfinite(mean))):
+            if bad.any():  # features scaled by it would turn every probability into NaN
+                raise ModelFileError(f"{folder / WEIGHTS_FILE}: {what} (dimension {np.flatnonzero(bad)[0]})")
         head.eval()
         return cls(classes=classes, head=head, mean=mean, std=std, meta=meta)
+
+
+def _head_shape(meta_path: Path, info: object) -> tuple[str, int, float]:
+    """(kind, hidden, dropout) of the head model.json describes, checked before any is used."""
+    if not isinstance(info, dict):
+        raise ModelFileError(f'{meta_path}: "head" must be an object, got {type(info).__name__}')
+    kind = info.get("kind", "linear")
+    hidden = 256 if info.get("hidden") is None else info["hidden"]  # a linear head writes null
+    dropout = 0.0 if info.get("dropout") is None else info["dropout"]
+    if kind not in ("linear", "mlp"):
+        raise ModelFileError(f'{meta_path}: "head"."kind" must be linear or mlp, got {kind!r}')
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ModelFileError(f'{meta_path}: "head"."hidden" must be a positive integer, got {hidden!r}')
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ModelFileError(f'{meta_path}: "head"."dropout" must be a number in [0, 1), got {dropout!r}')
+    return kind, hidden, float(dropout)
