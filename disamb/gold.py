@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chats import LineError, _BadLine, _jtype, _parse_json, _read_lines, _show
+from .chats import _BadLine, _jtype, _parse_json, _read_lines
+from .inputs import LineError, _show
 
 STRING_FIELDS = ("file", "transcript", "label_id", "label", "gold_label_id", "gold_text", "error")
 NUMBER_FIELDS = ("confidence", "prob_none")
