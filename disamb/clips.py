@@ -7,10 +7,13 @@ only the matching afterwards needs neighbouring notes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 from . import asr
-from .audio import SAMPLE_RATE, Decoded, content_hash, decode
+from .audio import SAMPLE_RATE, AudioOpenError, Decoded, decode_file, file_hash, open_audio
 from .cache import ClipCache, ClipResult, PriorCache, clip_key
 from .chats import VoiceNote
 from .features import candidate_features
@@ -128,19 +131,21 @@ def run_clips(
         _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=False)
         _release_freed_memory()
 
-    for prep in _prepare(notes, lm, options, cache, times):
-        if prep.error is not None:
-            outcomes[prep.note.id] = ClipOutcome(prep.note.id, None, prep.error)
-            _tick(on_done)
-        elif prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
-            outcomes[prep.note.id] = ClipOutcome(prep.note.id, prep.cached)
-            times.clips_cached += 1
-            _tick(on_done)
-        else:
-            pending.append(prep)
-            if len(pending) >= options.batch_size:
-                compute(pending)
-                pending = []
+    # closed on any exit, so an interrupt stops the decoding threads at once
+    with contextlib.closing(_prepare(notes, lm, options, cache, times)) as prepared:
+        for prep in prepared:
+            if prep.error is not None:
+                outcomes[prep.note.id] = ClipOutcome(prep.note.id, None, prep.error)
+                _tick(on_done)
+            elif prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
+                outcomes[prep.note.id] = ClipOutcome(prep.note.id, prep.cached)
+                times.clips_cached += 1
+                _tick(on_done)
+            else:
+                pending.append(prep)
+                if len(pending) >= options.batch_size:
+                    compute(pending)
+                    pending = []
     if pending:
         compute(pending)
     _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=True)
@@ -161,42 +166,90 @@ def _missing(result: ClipResult, wanted: list[str], mode: str = "full") -> bool:
 def _prepare(
     notes: list[VoiceNote], lm: LoadedModel, options: ClipOptions, cache: ClipCache, times: StageTimes
 ) -> Iterator[_Prepared]:
-    """Hash, look up and (when needed) decode each clip in a thread pool, in note order."""
+    """Hash, look up and (when needed) decode each clip in a thread pool, in note order.
+
+    Each recording is opened once (`open_audio`); the hash and the decode read that
+    same handle, so what was checked is what is decoded.
+    """
+    stop = threading.Event()  # set when the consumer stops early: decodes in flight end
 
     def work(note: VoiceNote) -> _Prepared:
         prep = _Prepared(note, wanted=renderings_for(note))
         t0 = time.perf_counter()
         try:
-            h = content_hash(Path(note.audio))
+            f = open_audio(Path(note.audio), options.max_duration)
+        except AudioOpenError as e:
+            prep.error = str(e)
+            return prep
         except OSError as e:
             prep.error = f"cannot read audio: {e.strerror or e}"
             return prep
-        prep.key = clip_key(h, lm.key, options.cache_tag())
-        prep.cached = cache.get(prep.key)
-        t1 = time.perf_counter()
-        times.cache_io += t1 - t0
-        if prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
-            return prep
-        prep.decoded = decode(Path(note.audio), options.max_duration)
+        with f:
+            try:
+                h = file_hash(f)
+            except OSError as e:
+                prep.error = f"cannot read audio: {e.strerror or e}"
+                return prep
+            prep.key = clip_key(h, lm.key, options.cache_tag())
+            prep.cached = cache.get(prep.key)
+            t1 = time.perf_counter()
+            times.cache_io += t1 - t0
+            if prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
+                return prep
+            prep.decoded = decode_file(f, options.max_duration, stop)
         times.decode += time.perf_counter() - t1
         if prep.decoded.error is not None:
             prep.error = prep.decoded.error
         return prep
 
-    with ThreadPoolExecutor(max_workers=max(1, options.decode_workers)) as pool:
-        yield from _ordered_prefetch(pool, work, notes, ahead=max(4, 2 * options.batch_size))
+    yield from _ordered_prefetch(work, notes, ahead=max(4, 2 * options.batch_size),
+                                 workers=max(1, options.decode_workers), stop=stop)
 
 
-def _ordered_prefetch(pool: ThreadPoolExecutor, fn, items: Iterable, ahead: int) -> Iterator:
-    """Like pool.map, but never more than `ahead` items in flight (memory stays flat)."""
-    items = iter(items)
-    window = []
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) >= ahead:
-            yield window.pop(0).result()
-    for fut in window:
-        yield fut.result()
+def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threading.Event) -> Iterator:
+    """Like a thread pool's map, but never more than `ahead` items in flight (memory
+    stays flat), on daemon threads: when the consumer stops (Ctrl-C, SIGTERM) the queued
+    work is dropped, `stop` is set to abort decodes in flight, and a worker stuck anyway is
+    left behind instead of joined (ThreadPoolExecutor joins its threads at exit)."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    threads = [threading.Thread(target=_worker, args=(jobs,), daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    window: list[Future] = []
+    finished = False
+    try:
+        for item in items:
+            window.append(_submit(jobs, fn, item))
+            if len(window) >= ahead:
+                yield window.pop(0).result()
+        for fut in window:
+            yield fut.result()
+        finished = True
+    finally:
+        for fut in window:
+            fut.cancel()
+        for _ in threads:
+            jobs.put(None)
+        if not finished:
+            stop.set()
+
+
+def _submit(jobs: queue.SimpleQueue, fn, item) -> Future:
+    fut: Future = Future()
+    jobs.put((fut, fn, item))
+    return fut
+
+
+def _worker(jobs: queue.SimpleQueue) -> None:
+    """Run jobs until the None that ends the pool; cancelled ones are skipped."""
+    while (job := jobs.get()) is not None:
+        fut, fn, item = job
+        if not fut.set_running_or_notify_cancel():
+            continue
+        try:
+            fut.set_result(fn(item))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer with the result
+            fut.set_exception(e)
 
 
 @dataclass
