@@ -263,31 +263,25 @@ class _Scored:
 
 
 def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOptions, times: StageTimes) -> list[_Scored]:
-    """Encoder and likelihood pass; every clip gets the context it would get alone.
+    """Encoder and likelihood pass, each clip on its own, each text on its own.
 
-    On a GPU the clips of one context length go through together. With int8 weights
-    (the CPU default) each clip goes alone: int8 activations share one scale per call,
-    so a batched clip's scores would depend on its neighbours (measured: 0.9 nats on
-    average between batch sizes 4 and 8), and one clip's matrices (hundreds of frames,
-    ten candidates) already run at full speed on a CPU.
+    A clip's numbers must not depend on the clips it shares a batch with: int8
+    activations share one scale per call (measured: 0.9 nats on average between batch
+    sizes 4 and 8) and float32 sums depend on a call's shapes, so batches that differ
+    between a fresh, a resumed and a Ray run moved near-ties. One clip's matrices
+    (hundreds of frames, ten candidates) already run at full speed on a CPU.
     """
     audios = [p.decoded.audio for p in batch]  # type: ignore[union-attr]
-    groups: dict[object, list[int]] = {}
-    for i, a in enumerate(audios):
-        key = i if lm.compute == "int8" else asr.clip_context(lm, len(a), options.audio_ctx)
-        groups.setdefault(key, []).append(i)
     encoded: list = [None] * len(batch)
     scores: list = [None] * len(batch)
     with torch.inference_mode():
-        for idx in groups.values():
+        for i, (p, a) in enumerate(zip(batch, audios)):
             t0 = time.perf_counter()
-            enc = asr.encode(lm, [audios[i] for i in idx], options.audio_ctx)
+            [encoded[i]] = asr.encode(lm, [a], options.audio_ctx)
             t1 = time.perf_counter()
-            sc = asr.score_candidates(lm, enc, [batch[i].wanted for i in idx])
+            scores[i] = asr.score_texts(lm, encoded[i], p.wanted)
             times.encoder += t1 - t0
             times.likelihood += time.perf_counter() - t1
-            for i, e, s in zip(idx, enc, sc):
-                encoded[i], scores[i] = e, s
     for p in batch:
         p.decoded = None  # the samples are not needed again; clips may wait for transcription
     return [
@@ -383,19 +377,20 @@ def text_priors(
     information), which is what stops short chatter from winning. The silence gets
     the full 30 s context whatever context the clips get: measured on the hard set,
     a prior from a 10 s context made PMI alone pick right 0.67 of the time, the full
-    context 0.83.
+    context 0.83. Each text is scored on its own (`asr.score_texts`), so a text's prior
+    is the same whichever notes, run or worker asked for it first; `batch` texts are
+    stored at a time, so an interrupted run keeps what it computed.
     """
     cache = PriorCache(cache_root, lm.key)
     texts = list(dict.fromkeys(r for n in notes for r in renderings_for(n)))
     found = cache.get_many(texts)
     todo = [t for t in texts if t not in found]
     if todo:
-        new: dict[str, tuple[float, int]] = {}
         with torch.inference_mode():
-            enc = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
+            [silence] = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
             for start in range(0, len(todo), batch):
                 part = todo[start : start + batch]
-                new.update(zip(part, asr.score_candidates(lm, enc, [part])[0]))
-        cache.put_many(new)
-        found.update(new)
+                new = dict(zip(part, asr.score_texts(lm, silence, part)))
+                cache.put_many(new)
+                found.update(new)
     return found
