@@ -88,10 +88,10 @@ def test_max_duration_stops_reading_early(clips, monkeypatch):
 def test_falls_back_to_the_cli_when_pyav_fails(clips, monkeypatch):
     calls = []
 
-    def broken(f, max_seconds):
+    def broken(f, max_seconds, *stop):
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input", "x")
 
-    def cli(f, max_seconds):
+    def cli(f, max_seconds, *stop):
         calls.append(f.name)
         return real_cli(f, max_seconds)
 
