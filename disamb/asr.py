@@ -20,7 +20,6 @@ from .models import LoadedModel
 from .quantize import vocabulary_logits
 
 FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (after the stride-2 conv)
-LOGIT_CHUNK = 512  # positions turned into full-vocabulary logits at once (bounds memory)
 
 
 @dataclass
@@ -199,69 +198,42 @@ def is_truncated(lm: LoadedModel, text: str) -> bool:
 def score_candidates(
     lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]
 ) -> list[list[tuple[float, int]]]:
-    """Teacher-forced log-likelihood of every text of every clip, in one decoder pass.
+    """Teacher-forced log-likelihood of every text of every clip; see `score_texts`."""
+    return [score_texts(lm, e, clip_texts) for e, clip_texts in zip(encoded, texts)]
+
+
+def score_texts(lm: LoadedModel, encoded: Encoded, texts: list[str]) -> list[tuple[float, int]]:
+    """Teacher-forced log-likelihood of each text given one clip, one text per decoder pass.
 
     Each sequence is start-of-transcript, no-timestamps, the text's tokens, end-of-text;
     the score sums the log-probabilities of the text tokens AND the end token (without
     it a truncated distractor always wins). Returns (sum, number of scored tokens).
 
-    Cross-attention keys/values are computed once per clip: the R candidates of a clip
-    are laid side by side along the query axis, (B*R, T, d) -> (B, R*T, d), which is
-    exact because cross-attention has no mask and every query attends independently.
+    One text at a time, because a score must not depend on what it was computed with:
+    int8 activations share one scale per call and float32 sums depend on a call's
+    shapes, so batched texts (or clips) moved near-ties between a resumed, a Ray and a
+    fresh run. The clip's cross-attention keys and values are computed once and shared
+    by its texts (the same input every time, so the same bits).
     """
-    if not encoded:
+    if not texts:
         return []
     model, tok = lm.model, lm.tokenizer
-    prefix = list(tok.sot_sequence_including_notimestamps)
-    seqs = [[prefix + candidate_tokens(lm, t) + [tok.eot] for t in clip] for clip in texts]
-    n_clips = len(encoded)
-    width = max((len(s) for clip in seqs for s in clip), default=len(prefix) + 1) - 1
-    per_clip = max(1, max(len(clip) for clip in seqs))
-    # Clips are batched only with clips of the same encoder length (long clips differ).
-    lengths = {e.features.shape[0] for e in encoded}
-    if len(lengths) > 1:
-        out: list[list[tuple[float, int]]] = [[] for _ in encoded]
-        for length in lengths:
-            idx = [i for i, e in enumerate(encoded) if e.features.shape[0] == length]
-            sub = score_candidates(lm, [encoded[i] for i in idx], [texts[i] for i in idx])
-            for i, s in zip(idx, sub):
-                out[i] = s
-        return out
-
-    inputs = torch.full((n_clips, per_clip, width), tok.eot, dtype=torch.long)
-    targets = torch.full((n_clips, per_clip, width), -1, dtype=torch.long)
-    for b, clip in enumerate(seqs):
-        for r, s in enumerate(clip):
-            inputs[b, r, : len(s) - 1] = torch.tensor(s[:-1])
-            scored = torch.tensor(s[len(prefix) :])  # the text tokens and the end token
-            targets[b, r, len(prefix) - 1 : len(s) - 1] = scored
-    inputs = inputs.view(n_clips * per_clip, width).to(lm.device)
-    targets = targets.view(n_clips * per_clip, width).to(lm.device)
-
-    xa = torch.stack([e.features for e in encoded]).to(lm.dtype)
     dec = model.decoder
-    x = (dec.token_embedding(inputs) + dec.positional_embedding[:width]).to(lm.dtype)
-    d = x.shape[-1]
-    for block in dec.blocks:
-        x = x + block.attn(block.attn_ln(x), mask=dec.mask)[0]
-        cross = block.cross_attn
-        q = cross.query(block.cross_attn_ln(x)).reshape(n_clips, per_clip * width, d)
-        wv, _ = cross.qkv_attention(q, cross.key(xa), cross.value(xa))
-        x = x + cross.out(wv).reshape(n_clips * per_clip, width, d)
-        x = x + block.mlp(block.mlp_ln(x))
-    x = dec.ln(x)
-
-    valid = targets >= 0
-    hidden = x[valid]
-    wanted = targets[valid]
-    token_lp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-    for start in range(0, hidden.shape[0], LOGIT_CHUNK):
-        lp = vocabulary_logits(dec, hidden[start : start + LOGIT_CHUNK]).log_softmax(-1)
-        token_lp[start : start + LOGIT_CHUNK] = lp.gather(1, wanted[start : start + LOGIT_CHUNK, None])[:, 0]
-    per_row = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
-    per_row[valid] = token_lp
-    sums = per_row.sum(1).view(n_clips, per_clip).cpu()
-    counts = valid.sum(1).view(n_clips, per_clip).cpu()
-    return [
-        [(float(sums[b, r]), int(counts[b, r])) for r in range(len(texts[b]))] for b in range(n_clips)
-    ]
+    prefix = list(tok.sot_sequence_including_notimestamps)
+    xa = encoded.features[None].to(lm.device, lm.dtype)
+    cross_kv = [(b.cross_attn.key(xa), b.cross_attn.value(xa)) for b in dec.blocks]
+    out = []
+    for text in texts:
+        seq = prefix + candidate_tokens(lm, text) + [tok.eot]
+        inputs = torch.tensor([seq[:-1]], device=lm.device)
+        x = (dec.token_embedding(inputs) + dec.positional_embedding[: inputs.shape[1]]).to(lm.dtype)
+        for block, (k, v) in zip(dec.blocks, cross_kv):
+            x = x + block.attn(block.attn_ln(x), mask=dec.mask)[0]
+            q = block.cross_attn.query(block.cross_attn_ln(x))
+            x = x + block.cross_attn.out(block.cross_attn.qkv_attention(q, k, v)[0])
+            x = x + block.mlp(block.mlp_ln(x))
+        hidden = dec.ln(x)[0, len(prefix) - 1 :]  # the positions that predict the text and the end
+        wanted = torch.tensor(seq[len(prefix) :], device=lm.device)
+        lp = vocabulary_logits(dec, hidden).log_softmax(-1).gather(1, wanted[:, None])[:, 0]
+        out.append((float(lp.sum()), len(wanted)))
+    return out

@@ -7,10 +7,13 @@ only the matching afterwards needs neighbouring notes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 from . import asr
-from .audio import SAMPLE_RATE, Decoded, content_hash, decode
+from .audio import SAMPLE_RATE, AudioOpenError, Decoded, decode_file, file_hash, open_audio
 from .cache import ClipCache, ClipResult, PriorCache, clip_key
 from .chats import VoiceNote
 from .features import candidate_features
@@ -128,19 +131,21 @@ def run_clips(
         _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=False)
         _release_freed_memory()
 
-    for prep in _prepare(notes, lm, options, cache, times):
-        if prep.error is not None:
-            outcomes[prep.note.id] = ClipOutcome(prep.note.id, None, prep.error)
-            _tick(on_done)
-        elif prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
-            outcomes[prep.note.id] = ClipOutcome(prep.note.id, prep.cached)
-            times.clips_cached += 1
-            _tick(on_done)
-        else:
-            pending.append(prep)
-            if len(pending) >= options.batch_size:
-                compute(pending)
-                pending = []
+    # closed on any exit, so an interrupt stops the decoding threads at once
+    with contextlib.closing(_prepare(notes, lm, options, cache, times)) as prepared:
+        for prep in prepared:
+            if prep.error is not None:
+                outcomes[prep.note.id] = ClipOutcome(prep.note.id, None, prep.error)
+                _tick(on_done)
+            elif prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
+                outcomes[prep.note.id] = ClipOutcome(prep.note.id, prep.cached)
+                times.clips_cached += 1
+                _tick(on_done)
+            else:
+                pending.append(prep)
+                if len(pending) >= options.batch_size:
+                    compute(pending)
+                    pending = []
     if pending:
         compute(pending)
     _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=True)
@@ -161,42 +166,90 @@ def _missing(result: ClipResult, wanted: list[str], mode: str = "full") -> bool:
 def _prepare(
     notes: list[VoiceNote], lm: LoadedModel, options: ClipOptions, cache: ClipCache, times: StageTimes
 ) -> Iterator[_Prepared]:
-    """Hash, look up and (when needed) decode each clip in a thread pool, in note order."""
+    """Hash, look up and (when needed) decode each clip in a thread pool, in note order.
+
+    Each recording is opened once (`open_audio`); the hash and the decode read that
+    same handle, so what was checked is what is decoded.
+    """
+    stop = threading.Event()  # set when the consumer stops early: decodes in flight end
 
     def work(note: VoiceNote) -> _Prepared:
         prep = _Prepared(note, wanted=renderings_for(note))
         t0 = time.perf_counter()
         try:
-            h = content_hash(Path(note.audio))
+            f = open_audio(Path(note.audio), options.max_duration)
+        except AudioOpenError as e:
+            prep.error = str(e)
+            return prep
         except OSError as e:
             prep.error = f"cannot read audio: {e.strerror or e}"
             return prep
-        prep.key = clip_key(h, lm.key, options.cache_tag())
-        prep.cached = cache.get(prep.key)
-        t1 = time.perf_counter()
-        times.cache_io += t1 - t0
-        if prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
-            return prep
-        prep.decoded = decode(Path(note.audio), options.max_duration)
+        with f:
+            try:
+                h = file_hash(f)
+            except OSError as e:
+                prep.error = f"cannot read audio: {e.strerror or e}"
+                return prep
+            prep.key = clip_key(h, lm.key, options.cache_tag())
+            prep.cached = cache.get(prep.key)
+            t1 = time.perf_counter()
+            times.cache_io += t1 - t0
+            if prep.cached is not None and not _missing(prep.cached, prep.wanted, options.mode):
+                return prep
+            prep.decoded = decode_file(f, options.max_duration, stop)
         times.decode += time.perf_counter() - t1
         if prep.decoded.error is not None:
             prep.error = prep.decoded.error
         return prep
 
-    with ThreadPoolExecutor(max_workers=max(1, options.decode_workers)) as pool:
-        yield from _ordered_prefetch(pool, work, notes, ahead=max(4, 2 * options.batch_size))
+    yield from _ordered_prefetch(work, notes, ahead=max(4, 2 * options.batch_size),
+                                 workers=max(1, options.decode_workers), stop=stop)
 
 
-def _ordered_prefetch(pool: ThreadPoolExecutor, fn, items: Iterable, ahead: int) -> Iterator:
-    """Like pool.map, but never more than `ahead` items in flight (memory stays flat)."""
-    items = iter(items)
-    window = []
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) >= ahead:
-            yield window.pop(0).result()
-    for fut in window:
-        yield fut.result()
+def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threading.Event) -> Iterator:
+    """Like a thread pool's map, but never more than `ahead` items in flight (memory
+    stays flat), on daemon threads: when the consumer stops (Ctrl-C, SIGTERM) the queued
+    work is dropped, `stop` is set to abort decodes in flight, and a worker stuck anyway is
+    left behind instead of joined (ThreadPoolExecutor joins its threads at exit)."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    threads = [threading.Thread(target=_worker, args=(jobs,), daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    window: list[Future] = []
+    finished = False
+    try:
+        for item in items:
+            window.append(_submit(jobs, fn, item))
+            if len(window) >= ahead:
+                yield window.pop(0).result()
+        for fut in window:
+            yield fut.result()
+        finished = True
+    finally:
+        for fut in window:
+            fut.cancel()
+        for _ in threads:
+            jobs.put(None)
+        if not finished:
+            stop.set()
+
+
+def _submit(jobs: queue.SimpleQueue, fn, item) -> Future:
+    fut: Future = Future()
+    jobs.put((fut, fn, item))
+    return fut
+
+
+def _worker(jobs: queue.SimpleQueue) -> None:
+    """Run jobs until the None that ends the pool; cancelled ones are skipped."""
+    while (job := jobs.get()) is not None:
+        fut, fn, item = job
+        if not fut.set_running_or_notify_cancel():
+            continue
+        try:
+            fut.set_result(fn(item))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer with the result
+            fut.set_exception(e)
 
 
 @dataclass
@@ -210,31 +263,25 @@ class _Scored:
 
 
 def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOptions, times: StageTimes) -> list[_Scored]:
-    """Encoder and likelihood pass; every clip gets the context it would get alone.
+    """Encoder and likelihood pass, each clip on its own, each text on its own.
 
-    On a GPU the clips of one context length go through together. With int8 weights
-    (the CPU default) each clip goes alone: int8 activations share one scale per call,
-    so a batched clip's scores would depend on its neighbours (measured: 0.9 nats on
-    average between batch sizes 4 and 8), and one clip's matrices (hundreds of frames,
-    ten candidates) already run at full speed on a CPU.
+    A clip's numbers must not depend on the clips it shares a batch with: int8
+    activations share one scale per call (measured: 0.9 nats on average between batch
+    sizes 4 and 8) and float32 sums depend on a call's shapes, so batches that differ
+    between a fresh, a resumed and a Ray run moved near-ties. One clip's matrices
+    (hundreds of frames, ten candidates) already run at full speed on a CPU.
     """
     audios = [p.decoded.audio for p in batch]  # type: ignore[union-attr]
-    groups: dict[object, list[int]] = {}
-    for i, a in enumerate(audios):
-        key = i if lm.compute == "int8" else asr.clip_context(lm, len(a), options.audio_ctx)
-        groups.setdefault(key, []).append(i)
     encoded: list = [None] * len(batch)
     scores: list = [None] * len(batch)
     with torch.inference_mode():
-        for idx in groups.values():
+        for i, (p, a) in enumerate(zip(batch, audios)):
             t0 = time.perf_counter()
-            enc = asr.encode(lm, [audios[i] for i in idx], options.audio_ctx)
+            [encoded[i]] = asr.encode(lm, [a], options.audio_ctx)
             t1 = time.perf_counter()
-            sc = asr.score_candidates(lm, enc, [batch[i].wanted for i in idx])
+            scores[i] = asr.score_texts(lm, encoded[i], p.wanted)
             times.encoder += t1 - t0
             times.likelihood += time.perf_counter() - t1
-            for i, e, s in zip(idx, enc, sc):
-                encoded[i], scores[i] = e, s
     for p in batch:
         p.decoded = None  # the samples are not needed again; clips may wait for transcription
     return [
@@ -330,21 +377,22 @@ def text_priors(
     information), which is what stops short chatter from winning. The silence gets
     the full 30 s context whatever context the clips get: measured on the hard set,
     a prior from a 10 s context made PMI alone pick right 0.67 of the time, the full
-    context 0.83.
+    context 0.83. Each text is scored on its own (`asr.score_texts`), so a text's prior
+    is the same whichever notes, run or worker asked for it first; `batch` texts are
+    stored at a time, so an interrupted run keeps what it computed.
     """
     cache = PriorCache(cache_root, lm.key)
     texts = list(dict.fromkeys(r for n in notes for r in renderings_for(n)))
     found = cache.get_many(texts)
     todo = [t for t in texts if t not in found]
     if todo:
-        new: dict[str, tuple[float, int]] = {}
         with torch.inference_mode():
-            enc = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
+            [silence] = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
             for start in range(0, len(todo), batch):
                 part = todo[start : start + batch]
-                new.update(zip(part, asr.score_candidates(lm, enc, [part])[0]))
-        cache.put_many(new)
-        found.update(new)
+                new = dict(zip(part, asr.score_texts(lm, silence, part)))
+                cache.put_many(new)
+                found.update(new)
     return found
 
 

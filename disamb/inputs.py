@@ -28,7 +28,9 @@ AUDIO_TYPES = {
 }
 """The one table of audio file endings disamb recognises, with the media type a browser
 needs to play each (mimetypes does not know them all). Any format ffmpeg decodes is read
-when a chat names it; this table is for finding recordings without one."""
+when a chat names it; this table is for finding recordings without one. The review server
+serves audio only with these types (anything else as application/octet-stream), so a
+recording named .html or .svg never becomes a page on the review page's origin."""
 
 AUDIO_EXTENSIONS = frozenset(AUDIO_TYPES)
 

@@ -14,7 +14,7 @@ import base64
 import hashlib
 import ipaddress
 import json
-import mimetypes
+import os
 import random
 import re
 import socket
@@ -28,9 +28,11 @@ import numpy as np
 from . import match
 from .answers import Answer, ReviewError, append_answer, read_gold
 from .inputs import AUDIO_TYPES, AudioPathError, UnsafePathError, resolve_audio
+from .audio import AudioOpenError, open_audio
 
 ORDERS = ("uncertain", "margin", "random", "file", "disagree")
 MIN_ANSWERS_TO_REFIT = 10
+MAX_BODY = 64 * 1024  # an answer is a few hundred bytes; anything larger is refused unread
 PAGE_FILE = Path(__file__).with_name("review_page.html")
 
 
@@ -279,7 +281,7 @@ class Session:
         if it is None:
             raise KeyError(note_id)
         if label_id is not None and label_id not in it.cand_ids:
-            raise ValueError(f"{label_id!r} is not a candidate of {note_id!r}")
+            raise ValueError(f"{_short(label_id)} is not a candidate of {_short(note_id)}")
         with self.lock:
             a = append_answer(self.gold_path, note_id, label_id)
             self.answers[note_id] = a
@@ -364,6 +366,12 @@ class Session:
         return self.state()
 
 
+def _short(value: object, limit: int = 40) -> str:
+    """A repr short enough to echo back in an error, whatever size the client sent."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # ---------------------------------------------------------------- host check
 
 
@@ -418,9 +426,56 @@ def _page() -> tuple[bytes, str]:
     return html.encode("utf-8"), csp
 
 
+class _BodyTooLarge(Exception):
+    """The request body passed MAX_BODY while it was being read."""
+
+
+class _Guard:
+    """ASGI middleware around every route: the page's strict headers on every response
+    (the CSP, nosniff, no referrer), and request bodies cut off at MAX_BODY, whether
+    announced by Content-Length or sent chunked without one."""
+
+    def __init__(self, app, headers: dict[str, str]) -> None:
+        self.app = app
+        self.headers = headers
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.datastructures import Headers, MutableHeaders
+        from starlette.responses import JSONResponse
+
+        async def send_guarded(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    headers[name] = value
+            await send(message)
+
+        too_large = JSONResponse({"error": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
+        length = Headers(scope=scope).get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return await too_large(scope, receive, send_guarded)
+        received = 0
+
+        async def receive_limited():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, receive_limited, send_guarded)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send_guarded)
+
+
 def create_app(session: Session, allowed_hosts: list[str] | None = None):
     """The Starlette app: the page, a JSON API and the audio route."""
     from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -429,13 +484,18 @@ def create_app(session: Session, allowed_hosts: list[str] | None = None):
     from starlette.routing import Route
 
     page, csp = _page()
-    common = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+    strict = {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    common = {"Cache-Control": "no-store"}
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=common)
 
     async def index(request: Request) -> Response:
-        return Response(page, media_type="text/html; charset=utf-8", headers=common | {"Content-Security-Policy": csp})
+        return Response(page, media_type="text/html; charset=utf-8", headers=common)
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        # sent outside the middleware, so it carries the strict headers itself
+        return JSONResponse({"error": "internal error"}, status_code=500, headers=strict | common)
 
     async def state(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(session.state), headers=common)
@@ -450,8 +510,16 @@ def create_app(session: Session, allowed_hosts: list[str] | None = None):
             return error(403, "audio path leaves the recordings folder")
         except AudioPathError:
             return error(404, "audio file not found")
-        media = AUDIO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+        try:
+            f = open_audio(path)  # opened once: a file swapped after the check is refused
+        except AudioOpenError:
+            return error(403, "audio file changed after it was checked")
+        except OSError:
+            return error(404, "audio file not found")
+        media = AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        # served from the handle we checked (/dev/fd names that open file, not a path)
+        return FileResponse(f"/dev/fd/{f.fileno()}", stat_result=os.fstat(f.fileno()), media_type=media,
+                            background=BackgroundTask(f.close))
 
     async def answer(request: Request) -> Response:
         # JSON only: a cross-site form cannot send it without a CORS preflight we never grant
@@ -495,7 +563,9 @@ def create_app(session: Session, allowed_hosts: list[str] | None = None):
         Route("/audio/{note_id:path}", audio),
     ]
     # the Host check stops DNS-rebinding pages from reading the API through a name of their own
-    return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
+    return Starlette(routes=routes, exception_handlers={Exception: crashed},
+                     middleware=[Middleware(_Guard, headers=strict),
+                                                Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
 
 
 def allowed_hosts_for(host: str) -> list[str]:

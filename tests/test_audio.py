@@ -47,8 +47,9 @@ def no_ffmpeg(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_pyav_matches_the_ffmpeg_cli(clips, name):
-    a = audio._decode_pyav(clips / name, None)
-    b = audio._decode_cli(clips / name, None)
+    with open(clips / name, "rb") as f, open(clips / name, "rb") as g:
+        a = audio._decode_pyav(f, None)
+        b = audio._decode_cli(g, None)
     assert a.error is None and b.error is None
     assert a.audio.dtype == np.float32 and b.audio.std() > 0.01  # real speech, not silence
     assert len(a.audio) == len(b.audio)
@@ -87,20 +88,21 @@ def test_max_duration_stops_reading_early(clips, monkeypatch):
 def test_falls_back_to_the_cli_when_pyav_fails(clips, monkeypatch):
     calls = []
 
-    def broken(path, max_seconds):
-        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input", str(path))
+    def broken(f, max_seconds, *stop):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input", "x")
 
-    def cli(path, max_seconds):
-        calls.append(path)
-        return real_cli(path, max_seconds)
+    def cli(f, max_seconds, *stop):
+        calls.append(f.name)
+        return real_cli(f, max_seconds)
 
     real_cli = audio._decode_cli
     monkeypatch.setattr(audio, "_decode_pyav", broken)
     monkeypatch.setattr(audio, "_decode_cli", cli)
     d = audio.decode(clips / "clip.ogg", 30.0)
-    assert calls == [clips / "clip.ogg"]
+    assert len(calls) == 1  # the handle decode opened, not a second open of the path
     assert d.error is None
-    assert np.array_equal(d.audio, real_cli(clips / "clip.ogg", None).audio)
+    with open(clips / "clip.ogg", "rb") as f:
+        assert np.array_equal(d.audio, real_cli(f, None).audio)
 
 
 def test_without_pyav_the_cli_decodes(clips, monkeypatch):
@@ -113,8 +115,8 @@ def test_garbage_is_a_one_line_error(clips):
     d = audio.decode(clips / "garbage.wav", 30.0)
     assert d.audio is None and d.error.startswith("cannot decode audio: ")
     assert "\n" not in d.error and "garbage" not in d.error  # the caller names the file
-    with pytest.raises(av.FFmpegError):  # PyAV refused it: the message above came from the CLI
-        audio._decode_pyav(clips / "garbage.wav", 30.0)
+    with pytest.raises(av.FFmpegError), open(clips / "garbage.wav", "rb") as f:  # the message above came from the CLI
+        audio._decode_pyav(f, 30.0)
 
 
 def test_garbage_without_ffmpeg_cli_is_still_a_value(clips, no_ffmpeg):

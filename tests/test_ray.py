@@ -293,3 +293,19 @@ def test_the_local_engine_never_imports_ray():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_score_mode_priors_from_workers_equal_the_local_ones(dataset, tiny_model, ray_instance):
+    """In score mode each worker computes the priors of its own notes into the shared
+    cache and the driver reads them: a text's prior must not depend on which notes it
+    was computed with (issue 19: a near-tie flipped between Ray and local)."""
+    from dataclasses import replace
+
+    root, _, notes = dataset
+    opts = replace(options(), mode="score")
+    local = label_all(tiny_model, notes, opts, match_options(root), root / "cache-local-score")
+    run = label_on_ray(
+        tiny_model, notes, opts, match_options(root), root / "cache-ray-score",
+        RayOptions(workers=2, max_notes_per_task=3), device="cpu",
+    )
+    assert run.records == local.records

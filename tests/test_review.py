@@ -447,3 +447,88 @@ def test_cli_refuses_bad_input_with_a_one_line_message(data, tmp_path):
 def test_notes_without_playable_audio_are_reported(data):
     session = Session.open(data["recordings"], data["labels"])
     assert sorted(session.unplayable()) == ["escape", "linked", "missing"]
+
+
+# ---------------------------------------------------------------- hostile inputs, round two (issue 19)
+
+
+def add_record(data: dict, nid: str, file: str) -> None:
+    """One more reviewable note in labels.jsonl, shaped like the others."""
+    lines = data["labels"].read_text("utf-8").splitlines()
+    rec = json.loads(lines[1])
+    rec.update(id=nid, file=file)
+    data["labels"].write_text("\n".join(lines + [json.dumps(rec)]) + "\n", "utf-8")
+
+
+def strict_headers(client: TestClient) -> tuple[str, str]:
+    page = client.get("/")
+    return page.headers["content-security-policy"], page.headers["x-content-type-options"]
+
+
+def test_a_recording_named_html_is_never_served_as_a_page(data):
+    wav = (data["recordings"] / "v02.wav").read_bytes()
+    script = b"<html><script>fetch('/api/state')</script></html>"
+    for name in ("x.html", "x.svg", "x.xml", "x.js"):
+        (data["recordings"] / name).write_bytes(wav + script)  # still a WAV: labelling reads it fine
+        add_record(data, f"n-{name}", name)
+    client, _ = client_for(data)
+    csp, _ = strict_headers(client)
+    for name in ("x.html", "x.svg", "x.xml", "x.js"):
+        r = client.get(f"/audio/n-{name}")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-security-policy"] == csp
+    assert client.get("/audio/v02").headers["content-type"] == "audio/wav"  # the audio table still applies
+
+
+def test_every_response_carries_the_pages_strict_headers(data):
+    client, _ = client_for(data)
+    csp, _ = strict_headers(client)
+    assert "default-src 'none'" in csp
+    responses = [
+        client.get("/api/state"), client.get("/audio/v02"), client.get("/audio/missing"),
+        client.get("/audio/escape"), client.get("/nowhere"),
+        client.post("/api/answer", content=b"{", headers={"content-type": "application/json"}),
+        client.post("/api/answer", content=b"x", headers={"content-type": "text/plain"}),
+        client.post("/api/refit", json={}), client.put("/api/answer"),
+        client.get("/", headers={"host": "evil.example"}),
+        client.post("/api/answer", content=b"x" * (review.MAX_BODY + 1), headers={"content-type": "application/json"}),
+    ]
+    for r in responses:
+        assert r.headers.get("content-security-policy") == csp, (r.request.url, r.status_code)
+        assert r.headers.get("x-content-type-options") == "nosniff", (r.request.url, r.status_code)
+
+
+def test_a_recording_swapped_after_the_check_is_not_served(data, monkeypatch):
+    secret = data["recordings"].parent / "secret.wav"
+    real = Session.audio_path
+
+    def checked_then_swapped(self, note_id):
+        path = real(self, note_id)  # the check passed; now the file becomes a link out
+        path.unlink()
+        path.symlink_to(secret)
+        return path
+
+    monkeypatch.setattr(Session, "audio_path", checked_then_swapped)
+    client, _ = client_for(data)
+    r = client.get("/audio/v03")
+    assert r.status_code == 403 and b"RIFF" not in r.content
+
+
+def test_request_bodies_are_bounded_and_errors_echo_little(data):
+    client, session = client_for(data)
+    big = b'{"id": "v02", "label_id": "' + b"x" * (10 * review.MAX_BODY) + b'"}'
+    r = client.post("/api/answer", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+    def chunked():  # no Content-Length: the limit must hold while reading
+        for _ in range(100):
+            yield b"x" * 65536
+
+    r = client.post("/api/answer", content=chunked(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "content-length" not in r.request.headers
+    # a body under the limit with a long bad value: refused, and the echo stays short
+    r = client.post("/api/answer", json={"id": "v02", "label_id": "y" * 50000})
+    assert r.status_code == 400 and len(r.text) < 300 and "is not a candidate" in r.json()["error"]
+    assert session.answers == {}

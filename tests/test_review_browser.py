@@ -1,7 +1,8 @@
 """End to end in a real browser: `disamb review` started from the CLI, driven by
 headless Chromium through Selenium with the keyboard, killed and restarted.
 
-Skipped (with the reason) only when Chromium, its driver or Selenium is absent.
+Skipped (with the reason) only when Chromium, its driver or Selenium is absent, and
+never under CI (.ci/run), where a missing browser fails the run.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from pathlib import Path
 import pytest
 
 from test_review import EVIL, make_review_data
+from tests.conftest import skip_unless_ci
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not CHROMIUM or not CHROMEDRIVER:
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
+    skip_unless_ci("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+try:
+    from selenium import webdriver
+except ImportError:
+    skip_unless_ci("needs selenium (pip install selenium)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402

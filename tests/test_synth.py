@@ -33,6 +33,7 @@ from benchmarks.synth import (
     spoken_form,
 )
 from disamb.audio import decode
+from tests.conftest import skip_unless_ci
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
@@ -313,7 +314,7 @@ def test_new_knobs_are_validated():
 def test_each_engine_speaks_audibly(voice, tmp_path):
     tool = ENGINE_TOOLS[engine_of(voice)[0]][0]
     if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (CI installs it)")
+        skip_unless_ci(f"{tool} is not installed (.ci/install installs it)")
     lengths = []
     for speed, pitch in ((130, 35), (185, 65)):
         out = tmp_path / f"{speed}.wav"
@@ -330,7 +331,7 @@ def test_families_build_small_and_are_reused(tmp_path):
     missing = {ENGINE_TOOLS[engine_of(v)[0]][0] for c in FAMILIES.values() for v in c.voices} - \
         {t for t in ("espeak-ng", "text2wave", "flite") if shutil.which(t)}
     if missing:
-        pytest.skip(f"{sorted(missing)} not installed (CI installs them)")
+        skip_unless_ci(f"{sorted(missing)} not installed (.ci/install installs them)")
     assert len(FAMILIES) >= 6 and len({c.seed for c in FAMILIES.values()}) == len(FAMILIES)
     assert all(0.05 <= c.gold_fraction <= 0.20 for c in FAMILIES.values())
     for name, cfg in FAMILIES.items():
