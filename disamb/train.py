@@ -3,7 +3,8 @@
 The point is to use every note: gold notes and accepted pseudo-labels train with
 cross-entropy, and the notes the labeller was unsure about still train through their
 candidate sets (a partial-label loss) instead of being thrown away. Classes are label
-texts in `textsim.normalize` form, so typed variants of one phrase are one class.
+texts in `textsim.normalize` form, so typed variants of one phrase are one class
+(`classes.py`).
 
 Model files are a safetensors file (weights and feature statistics) plus a JSON file
 (everything else); nothing is ever unpickled.
@@ -24,8 +25,8 @@ from torch import nn
 
 from . import __version__
 from .chats import VoiceNote
+from .classes import ClassFileError, ClassSet, build_classes, read_class_file  # noqa: F401 (their old home)
 from .files import dumps, write_atomic
-from .inputs import read_text_bytes
 from .textsim import normalize
 
 LOSSES = ("gold", "ce", "proden", "cc", "mse")
@@ -39,67 +40,8 @@ class TrainError(Exception):
     """The data cannot train a model (no classes, no labelled examples, bad option)."""
 
 
-class ClassFileError(TrainError):
-    """A --classes file is unreadable or lists no class."""
-
-
 class ModelFileError(Exception):
     """A model directory is missing, incomplete or inconsistent."""
-
-
-# ------------------------------------------------------------------ classes
-
-
-@dataclass
-class ClassSet:
-    classes: list[str]
-    counts: dict[str, int]  # examples per kept class
-    dropped: dict[str, int]  # label texts below --min-count (or not in --classes)
-    source: str  # "labels" or the --classes file
-
-    def index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.classes)}
-
-
-def read_class_file(path: Path) -> list[str]:
-    """One class per line (blank lines and # comments skipped), normalised and de-duplicated."""
-    try:
-        text = read_text_bytes(Path(path)).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ClassFileError(f"{path}: not UTF-8 text") from None
-    except Exception as e:  # InputFileError carries the one-line reason
-        raise ClassFileError(str(e)) from None
-    classes: dict[str, None] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        norm = normalize(line)
-        if norm:
-            classes.setdefault(norm)
-    if not classes:
-        raise ClassFileError(f"{path}: lists no class")
-    return list(classes)
-
-
-def build_classes(label_texts: list[str], min_count: int = 2, fixed: list[str] | None = None,
-                  source: str = "labels") -> ClassSet:
-    """Classes from label texts: normalised, kept when seen at least `min_count` times.
-
-    With `fixed`, those classes (in that order) are the class set whatever the counts.
-    """
-    counts = Counter(n for n in (normalize(t) for t in label_texts) if n)
-    if fixed is not None:
-        kept = list(dict.fromkeys(normalize(c) for c in fixed if normalize(c)))
-    else:
-        kept = sorted(c for c, k in counts.items() if k >= max(1, min_count))
-    kept_set = set(kept)
-    return ClassSet(
-        classes=kept,
-        counts={c: counts.get(c, 0) for c in kept},
-        dropped={c: k for c, k in counts.items() if c not in kept_set},
-        source=source,
-    )
 
 
 # ------------------------------------------------------------------ dataset
@@ -423,6 +365,8 @@ def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
             "options": asdict(opts),
             "class_counts": data.classes.counts,
             "class_source": data.classes.source,
+            "class_names": {c: data.classes.name(c) for c in data.classes.classes},
+            "class_variants": {c: data.classes.variants.get(c, {}) for c in data.classes.classes},
             "holdout_ids": [data.ids[i] for i in holdout],
             "metrics": {"holdout_accuracy": hold_acc, "holdout_size": len(holdout), "best_epoch": best_epoch,
                         "epochs_run": epoch, "rows": rows_used},

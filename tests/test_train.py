@@ -40,11 +40,27 @@ def test_classes_file_fixes_the_set(tmp_path):
     f = tmp_path / "classes.txt"
     f.write_text("# my phrases\nOn my way!\n\non my way\nrunning late\n", encoding="utf-8")
     fixed = read_class_file(f)
-    assert fixed == ["on my way", "running late"]
-    cs = build_classes(["running late", "good night", "good night"], min_count=2, fixed=fixed)
+    assert fixed == ["On my way!", "on my way", "running late"]  # as typed; merged by build_classes
+    cs = build_classes(["running late", "good night", "good night", "Running late!!"], min_count=2, fixed=fixed)
     assert cs.classes == ["on my way", "running late"]  # file order, counts ignored
-    assert cs.counts == {"on my way": 0, "running late": 1}
+    assert cs.counts == {"on my way": 0, "running late": 2}
     assert cs.dropped == {"good night": 2}
+    assert cs.names == {"on my way": "On my way!", "running late": "running late"}  # the file's first line
+    assert cs.variants["on my way"] == {"On my way!": 0, "on my way": 0}
+    assert cs.variants["running late"] == {"running late": 1, "Running late!!": 1}
+
+
+def test_typed_variants_that_say_the_same_merge_and_the_commonest_names_the_class():
+    said = ["i'm at the gym", "im at the gym", "I am at the gym", "im at the gym", "Im at the gym",
+            "be there in 5", "be there in five", "Be there in 5!", "be there in 5 minutes"]
+    cs = build_classes(said, min_count=1)
+    assert cs.classes == ["be there in 5", "be there in 5 minutes", "i am at the gym"]
+    assert cs.names["i am at the gym"] == "im at the gym"  # typed most often
+    assert cs.variants["i am at the gym"] == {"im at the gym": 2, "i'm at the gym": 1, "I am at the gym": 1,
+                                              "Im at the gym": 1}
+    assert cs.counts["i am at the gym"] == 5 and cs.counts["be there in 5"] == 3
+    assert cs.typed("be there in 5")[0] == "be there in 5"
+    assert cs.names["be there in 5 minutes"] == "be there in 5 minutes"  # says more: its own class
 
 
 def test_classes_file_errors(tmp_path):

@@ -1,0 +1,113 @@
+"""The class set a classifier chooses from: one class per spoken intent, however it was typed.
+
+"i'm at the gym", "im at the gym" and "I am at the gym" are one thing said; a class is
+keyed by the `textsim.normalize` form labelling compares texts in, named by the form
+people typed most often, and it keeps its typed variants: the decoder scores each
+variant's spoken renderings (`textsim.render_spoken`, as labelling does) and the best
+counts, since we cannot know which wording the speaker used.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .inputs import read_text_bytes
+from .textsim import normalize
+
+
+class ClassFileError(Exception):
+    """A --classes file is unreadable or lists no class."""
+
+
+@dataclass
+class ClassSet:
+    classes: list[str]  # class keys: the normalised spoken form
+    counts: dict[str, int]  # examples per kept class
+    dropped: dict[str, int]  # label texts below --min-count (or not in --classes)
+    source: str  # "labels" or the --classes file
+    names: dict[str, str] = field(default_factory=dict)  # key -> its most common typed form
+    variants: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> typed form -> times seen
+
+    def index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def name(self, key: str) -> str:
+        return self.names.get(key) or key
+
+    def typed(self, key: str) -> list[str]:
+        """The class's typed variants, most common first (the key itself when none was seen)."""
+        got = self.variants.get(key) or {}
+        return [v for v, _ in sorted(got.items(), key=lambda kv: -kv[1])] or [key]
+
+
+def _typed_form(text: str) -> str:
+    return " ".join(text.split())
+
+
+def read_class_file(path: Path) -> list[str]:
+    """One class per line as typed (blank lines and # comments skipped, exact repeats dropped).
+
+    Lines that normalise alike become one class in `build_classes`, named by the first.
+    """
+    try:
+        text = read_text_bytes(Path(path)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClassFileError(f"{path}: not UTF-8 text") from None
+    except Exception as e:  # InputFileError carries the one-line reason
+        raise ClassFileError(str(e)) from None
+    lines: dict[str, None] = {}
+    for line in text.splitlines():
+        line = _typed_form(line)
+        if line and not line.startswith("#") and normalize(line):
+            lines.setdefault(line)
+    if not lines:
+        raise ClassFileError(f"{path}: lists no class")
+    return list(lines)
+
+
+def build_classes(label_texts: list[str], min_count: int = 2, fixed: list[str] | None = None,
+                  source: str = "labels") -> ClassSet:
+    """Classes from label texts: typed variants merged by their normalised form, kept when
+    the class was seen at least `min_count` times.
+
+    With `fixed` (typed lines), those classes in that order are the class set whatever the
+    counts; label texts of a fixed class join its variants.
+    """
+    typed: dict[str, Counter] = {}
+    for t in label_texts:
+        key = normalize(t)
+        if key:
+            typed.setdefault(key, Counter())[_typed_form(t)] += 1
+    counts = {k: sum(v.values()) for k, v in typed.items()}
+    names: dict[str, str] = {}
+    variants: dict[str, dict[str, int]] = {}
+    if fixed is not None:
+        kept: list[str] = []
+        for line in fixed:
+            key = normalize(line)
+            if not key:
+                continue
+            if key not in names:
+                kept.append(key)
+                names[key] = _typed_form(line)
+                variants[key] = {}
+            variants[key].setdefault(_typed_form(line), 0)
+        for key in kept:
+            for form, n in typed.get(key, Counter()).items():
+                variants[key][form] = variants[key].get(form, 0) + n
+    else:
+        kept = sorted(c for c, k in counts.items() if k >= max(1, min_count))
+        for key in kept:
+            names[key] = typed[key].most_common(1)[0][0]
+            variants[key] = dict(typed[key].most_common())
+    kept_set = set(kept)
+    return ClassSet(
+        classes=kept,
+        counts={c: counts.get(c, 0) for c in kept},
+        dropped={c: k for c, k in counts.items() if c not in kept_set},
+        source=source,
+        names=names,
+        variants=variants,
+    )
