@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -39,6 +40,10 @@ from disamb.clips import ClipOptions, run_clips  # noqa: E402
 from disamb.label import MatchOptions, label_notes  # noqa: E402
 from disamb.models import load_model  # noqa: E402
 from disamb.textsim import normalize  # noqa: E402
+from disamb.combine import fit_text_classifier  # noqa: E402
+from disamb.textclass import (  # noqa: E402
+    class_priors, expected_calibration_error, run_text_scoring, softmax_masked, text_features,
+)
 from disamb.train import (  # noqa: E402
     TrainOptions, build_classes, build_dataset, class_texts, train,
 )
@@ -55,7 +60,7 @@ RECIPES = {
 }
 
 
-def prepare(out: Path, n_per_class: int, seed: int, model: str) -> tuple[list, dict, dict, object]:
+def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "full") -> tuple[list, dict, dict, object]:
     """Generate the dataset (once) and run Whisper on every clip (cached)."""
     from benchmarks.synth import closed_class_dataset
 
@@ -76,7 +81,7 @@ def prepare(out: Path, n_per_class: int, seed: int, model: str) -> tuple[list, d
         if done[0] % 20 == 0 or done[0] == len(read.notes):
             print(f"  clips {done[0]}/{len(read.notes)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
-    outcomes = run_clips(lm, read.notes, ClipOptions(), cache, on_done=tick)
+    outcomes = run_clips(lm, read.notes, ClipOptions(mode=mode), cache, on_done=tick)
     return read.notes, truth, outcomes, data_dir
 
 
@@ -107,7 +112,51 @@ def with_gold(notes: list, truth: dict, fraction: float, seed: int, test_ids: se
     return out
 
 
-def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs) -> dict:
+LAST_MODEL: list = [None]  # the last combination trained: its class texts start the speed figure's lists
+
+
+def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top) -> dict:
+    """Head on the mean, text scoring alone (argmax PMI, no training) and the combination,
+    scored on the held-out voices: accuracy, ECE and what each needed."""
+    classes = data.classes.classes
+    index = {c: i for i, c in enumerate(classes)}
+    inside = np.array([t in index for t in true_cls])
+    y = np.array([index.get(t, -1) for t in true_cls])
+    out = {}
+
+    def score(name: str, proba: np.ndarray, seconds: float) -> None:
+        right = proba.argmax(1) == y  # a class outside the set is always wrong
+        out[name] = {"test_correct": int(right.sum()),
+                     "ece": expected_calibration_error(proba, np.where(inside, y, -1)),
+                     "seconds": round(seconds, 2)}
+
+    t0 = time.perf_counter()
+    text = fit_text_classifier(head_res.classifier, data, opts, lm, train_notes, ClipOptions(), cache, rescore_top)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba, embs, errors = text.classifier.predict(lm, test_notes, ClipOptions(), cache)
+    assert not errors, errors
+    P = np.stack([proba[n.id] for n in test_notes])
+    score("combination", P, t_fit + time.perf_counter() - t0)
+    X = np.stack([embs[n.id] for n in test_notes])
+    score("head on mean", head_res.classifier.predict_proba(X), 0.0)
+    # text scoring alone: the class with the highest PMI, its softmax as the probability
+    clf = text.classifier
+    t0 = time.perf_counter()
+    texts = run_text_scoring(lm, test_notes, clf.variants, ClipOptions(), cache)
+    prior = class_priors(lm, clf.variants, cache)
+    feats, ok = text_features([texts.results[n.id] for n in test_notes], clf.variants, prior)
+    score("text scoring alone", softmax_masked(feats[..., 0], ok), time.perf_counter() - t0)
+    LAST_MODEL[0] = clf
+    out["combination"]["weights"] = clf.describe()["weights"]
+    out["combination"]["temperature"] = clf.combiner.temperature
+    out["combination"]["holdout_accuracy"] = text.combine.holdout_accuracy
+    out["combination"]["classes_scored_per_training_clip"] = text.scored_per_clip
+    return out
+
+
+def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, recipes, lm=None, cache=None,
+                rescore_top=None) -> dict:
     """Label with this much gold, then train every recipe and score on held-out voices."""
     gold_notes = with_gold(notes, truth, fraction, seed, test_ids)
     train_notes = [n for n in gold_notes if n.id not in test_ids]
@@ -136,7 +185,8 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs) 
     result["test_in_class_set"] = sum(t in set(classes.classes) for t in true_cls)
     labeller = {r["id"]: r for r in records}
     result["labeller_test_correct"] = sum(labeller[n.id]["label_id"] == truth[n.id]["label_id"] for n in test_notes)
-    for name, (loss, pseudo) in RECIPES.items():
+    for name in recipes:
+        loss, pseudo = RECIPES[name]
         t0 = time.perf_counter()
         opts = TrainOptions(loss=loss, pseudo_labels=pseudo, head=head, epochs=epochs, seed=seed)
         res = train(data, opts)
@@ -146,7 +196,59 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs) 
             "test_correct": right, "holdout_accuracy": res.holdout_accuracy, "best_epoch": res.best_epoch,
             "seconds": round(time.perf_counter() - t0, 2),
         }
+    if lm is not None:
+        opts = TrainOptions(loss="proden", head=head, epochs=epochs, seed=seed)
+        t0 = time.perf_counter()
+        head_res = train(data, opts)
+        t_head = time.perf_counter() - t0
+        result["models"] = text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top)
+        result["models"]["head on mean"]["seconds"] = round(t_head, 2)
     return result
+
+
+def predict_speed(lm, clf, notes: list, extra_texts: list[str], sizes: tuple[int, ...], top_k: int, root: Path) -> dict:
+    """Clips per second of `predict` on fresh clips (nothing cached but the text priors, which
+    a model computes once): the head alone, every class scored, and the head's top K scored.
+
+    Class lists beyond the trained ones are other typed texts of the chat, one class each,
+    with a random head and weights: the speed does not depend on what was learned.
+    """
+    import shutil
+
+    import torch
+
+    from disamb.combine import Combiner, TextClassifier
+    from disamb.train import Classifier, make_head
+
+    out = {}
+    for C in sizes:
+        variants = (clf.variants + [[t] for t in extra_texts])[:C]
+        if len(variants) < C:
+            continue
+        torch.manual_seed(0)
+        head = Classifier(classes=[f"c{k}" for k in range(C)], head=make_head(clf.dim, C), mean=clf.head.mean,
+                          std=clf.head.std, meta={})
+        comb = Combiner(np.abs(np.random.default_rng(0).normal(size=3)), np.zeros(C), np.ones(3))
+        row = {}
+        for name, top in (("head only", 0), ("every class", None), (f"top {top_k}", top_k)):
+            cache_dir = root / f"speed-{C}-{name.replace(' ', '_')}"
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            cache = ClipCache(cache_dir)
+            model = TextClassifier(head, comb, variants, top)
+            class_priors(lm, variants, cache)  # once per model, cached: not part of the per-clip cost
+            t0 = time.perf_counter()
+            if top == 0:
+                got = run_text_scoring(lm, notes, variants, ClipOptions(), cache, which={})
+                assert not got.errors
+            else:
+                proba, _, errors = model.predict(lm, notes, ClipOptions(), cache)
+                assert not errors and len(proba) == len(notes)
+            row[name] = round(len(notes) / (time.perf_counter() - t0), 3)
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        out[str(C)] = row
+        print(f"  predict speed, {C} classes: " + ", ".join(f"{k} {v:.2f} clips/s" for k, v in row.items()),
+              file=sys.stderr)
+    return out
 
 
 def main() -> None:
@@ -162,32 +264,56 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None, help="Where to write the results (default: OUT/results.json).")
     ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--clip-mode", default="full", choices=["full", "score"],
+                    help="The labeller's clip stage: transcribe every clip, or only where the likelihood is unsure.")
+    ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), metavar="RECIPE",
+                    help="Head recipes to compare (default: all).")
+    ap.add_argument("--no-text", action="store_true", help="Leave out text scoring and the combination.")
+    ap.add_argument("--rescore-top", type=int, default=None, help="Combination: score only the head's top K classes.")
+    ap.add_argument("--speed-clips", type=int, default=6, help="Fresh clips timed for the predict speed (0: skip).")
+    ap.add_argument("--speed-classes", type=int, nargs="*", default=[30, 300])
+    ap.add_argument("--speed-top", type=int, default=10)
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    notes, truth, outcomes, data_dir = prepare(args.out, args.n_per_class, args.data_seed, args.model)
+    notes, truth, outcomes, data_dir = prepare(args.out, args.n_per_class, args.data_seed, args.model, args.clip_mode)
     if args.prepare_only:
         return
+    lm = cache = None
+    if not args.no_text:
+        lm, cache = load_model(args.model, "cpu"), ClipCache(args.out / "cache")
     folds = voice_folds(notes, truth, args.folds, args.data_seed)
     runs = []
+    t_start = time.perf_counter()
     for fraction in args.gold:
         for seed in range(args.seeds):
             for f, test_ids in enumerate(folds):
-                r = run_setting(notes, truth, outcomes, test_ids, fraction, seed, args.head, args.epochs)
+                r = run_setting(notes, truth, outcomes, test_ids, fraction, seed, args.head, args.epochs, args.recipes,
+                                lm, cache, args.rescore_top)
                 r["fold"] = f
                 runs.append(r)
+                print(f"  gold {fraction:.0%} draw {seed} fold {f} done ({time.perf_counter() - t_start:.0f} s)",
+                      file=sys.stderr)
             got = [r for r in runs if r["gold_fraction"] == fraction and r["seed"] == seed]
             print(f"  gold {fraction:.0%} draw {seed}: " + ", ".join(
-                f"{RECIPES[k][0]}{'' if RECIPES[k][1] else '-'} {sum(r['recipes'][k]['test_correct'] for r in got) / len(notes):.3f}"
-                for k in RECIPES), file=sys.stderr)
+                f"{name} {sum(r[where][name]['test_correct'] for r in got) / len(notes):.3f}"
+                for where, names in (("recipes", args.recipes), ("models", list(got[0].get("models", {}))))
+                for name in names), file=sys.stderr)
 
     def pooled(fraction: float, seed: int, key) -> float:
         got = [r for r in runs if r["gold_fraction"] == fraction and r["seed"] == seed]
         return sum(key(r) for r in got) / sum(r["test_notes"] for r in got)
 
-    table = {f: {name: (float(np.mean(a := [pooled(f, s, lambda r: r["recipes"][name]["test_correct"])
-                                            for s in range(args.seeds)])), float(np.std(a)))
-                 for name in RECIPES} for f in args.gold}
+    def mean_sd(fraction: float, key) -> tuple[float, float]:
+        a = [pooled(fraction, s, key) for s in range(args.seeds)]
+        return float(np.mean(a)), float(np.std(a))
+
+    table = {f: {name: mean_sd(f, lambda r, n=name: r["recipes"][n]["test_correct"]) for name in args.recipes}
+             for f in args.gold}
+    model_names = list(runs[0].get("models", {})) if runs else []
+    models = {f: {name: {"accuracy": mean_sd(f, lambda r, n=name: r["models"][n]["test_correct"]),
+                         "ece": mean_sd(f, lambda r, n=name: r["models"][n]["ece"] * r["test_notes"])}
+                  for name in model_names} for f in args.gold}
     ref = {f: {"in_class_set": float(np.mean([pooled(f, s, lambda r: r["test_in_class_set"]) for s in range(args.seeds)])),
                "labeller_with_chat": float(np.mean([pooled(f, s, lambda r: r["labeller_test_correct"]) for s in range(args.seeds)]))}
            for f in args.gold}
@@ -200,8 +326,12 @@ def main() -> None:
           f"in training), head {args.head}; accuracy on held-out recordings, no chat (mean ± sd over {args.seeds} gold draws)\n")
     cols = [f"{f:.0%} gold" for f in args.gold]
     print(f"{'recipe':<28}" + "".join(f"{c:>17}" for c in cols))
-    for name in RECIPES:
+    for name in args.recipes:
         print(f"{name:<28}" + "".join(f"{table[f][name][0]:>10.3f} ±{table[f][name][1]:.3f}" for f in args.gold))
+    for name in model_names:
+        print(f"{name:<28}" + "".join(f"{models[f][name]['accuracy'][0]:>10.3f} ±{models[f][name]['accuracy'][1]:.3f}"
+                                      for f in args.gold)
+              + "   ECE " + " ".join(f"{models[f][name]['ece'][0]:.3f}" for f in args.gold))
     print(f"{'(test class in class set)':<28}" + "".join(f"{ref[f]['in_class_set']:>17.3f}" for f in args.gold))
     print(f"{'(labeller, with the chat)':<28}" + "".join(f"{ref[f]['labeller_with_chat']:>17.3f}" for f in args.gold))
     for f in args.gold:
@@ -210,15 +340,32 @@ def main() -> None:
               f"{c['accepted']:.0f} accepted (precision {np.mean(prec[f]):.3f}) + {c['partial']:.0f} candidate-set only "
               f"+ {c['outside']:.0f} outside; {c['classes']:.0f} classes")
 
+    speed = None
+    if lm is not None and args.speed_clips > 0:
+        by_id = {n.id: n for n in notes}
+        last = runs[-1]
+        test = [by_id[i] for i in sorted(folds[last["fold"]])][: args.speed_clips]
+        known = set(LAST_MODEL[0].classes)
+        extra = list(dict.fromkeys(c.text for n in notes for c in n.candidates if normalize(c.text) not in known))
+        speed = {"clips": len(test), "top_k": args.speed_top, "loadavg_before": list(os.getloadavg()),
+                 "clips_per_second": predict_speed(lm, LAST_MODEL[0], test, extra, tuple(args.speed_classes),
+                                                   args.speed_top, args.out),
+                 "loadavg_after": list(os.getloadavg())}
+
     path = args.json or (args.out / "results.json")
     import subprocess
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     path.write_text(json.dumps({
-        "commit": commit or None, "dataset": str(data_dir), "recordings": len(notes), "folds": args.folds, "head": args.head,
-        "epochs": args.epochs, "seeds": args.seeds,
+        "commit": commit or None, "command": "python " + " ".join(sys.argv), "dataset": str(data_dir),
+        "recordings": len(notes), "folds": args.folds, "head": args.head, "clip_mode": args.clip_mode,
+        "epochs": args.epochs, "seeds": args.seeds, "rescore_top": args.rescore_top,
+        "seconds": round(time.perf_counter() - t_start, 1),
         "table": {f"{f:.2f}": {k: {"mean": m, "sd": s} for k, (m, s) in v.items()} for f, v in table.items()},
+        "models": {f"{f:.2f}": {k: {m: {"mean": v[m][0], "sd": v[m][1]} for m in v} for k, v in d.items()}
+                   for f, d in models.items()},
         "reference": {f"{f:.2f}": v for f, v in ref.items()},
+        "predict_speed": speed,
         "runs": runs,
     }, indent=1) + "\n")
     print(f"\nwrote {path}")

@@ -341,12 +341,15 @@ def train_command(
     lr: float = typer.Option(0.01, "--lr", min=1e-6, help="Adam learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed for the held-out split and initial weights."),
     holdout: float = typer.Option(0.3, "--holdout", min=0.0, max=0.9, help="Share of gold notes held out for early stopping and selection."),
+    text_scoring: bool = typer.Option(True, "--text-scoring/--head-only", help="Combine the head with the decoder's score of every class text (default), or train the head alone."),
+    rescore_top: Optional[int] = typer.Option(None, "--rescore-top", min=1, help="Score only the head's top K classes with the decoder (default: every class)."),
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: SummaryJson = False,
 ) -> None:
-    """Train a classifier head on Whisper embeddings from labels.jsonl (pseudo-labels, gold and candidate sets)."""
+    """Train a classifier from labels.jsonl (pseudo-labels, gold and candidate sets): the decoder's
+    score of each class text combined with a head on Whisper embeddings."""
     from .audio import FfmpegMissingError, require_ffmpeg
     from .chats import InputFileError, read_notes
     from .clips import ClipOptions
@@ -401,7 +404,13 @@ def train_command(
     encoder = {"name": model, "key": lm.key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
                "window": window}
     result = _fit_head(data, options, encoder, quiet or as_json)
-    result.classifier.save(output)
+    text = None
+    if text_scoring:
+        text = _fit_text_scoring(result.classifier, data, options, lm, read.notes, clip_options, cache, rescore_top,
+                                 quiet or as_json)
+        text.classifier.save(output)
+    else:
+        result.classifier.save(output)
 
     summary = {
         "notes": len(read.notes),
@@ -419,6 +428,11 @@ def train_command(
         "best_epoch": result.best_epoch,
         "holdout_gold": len(result.holdout_ids),
         "holdout_accuracy": result.holdout_accuracy,
+        "text_scoring": None if text is None else {
+            "holdout_accuracy": text.combine.holdout_accuracy, "holdout_gold": text.combine.holdout_size,
+            "weights": text.classifier.describe()["weights"], "temperature": text.classifier.combiner.temperature,
+            "classes_scored_per_clip": round(text.scored_per_clip, 1), "rescore_top": rescore_top,
+        },
         "model": lm.key,
         "output": str(output),
     }
@@ -427,6 +441,22 @@ def train_command(
     else:
         out.print(train_table(summary, min_count, fixed))
     raise typer.Exit(1 if (clip_errors or read.errors or labels_read.errors) else 0)
+
+
+def _fit_text_scoring(head, data, options, lm, notes, clip_options, cache, rescore_top, quiet: bool):
+    """Score the class texts on the training clips (behind a bar) and fit the combination."""
+    from .combine import fit_text_classifier
+    from .train import TrainError
+
+    try:
+        with progress_bar(len(data.ids), "class texts", quiet, err) as advance:
+            return fit_text_classifier(head, data, options, lm, notes, clip_options, cache, rescore_top,
+                                       on_done=advance)
+    except TrainError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        say("interrupted: nothing written; scored clips are cached")
+        raise typer.Exit(130)
 
 
 def _fit_head(data, options, encoder: dict, quiet: bool):
@@ -475,7 +505,8 @@ def predict_command(
     from .models import trained_compute
     from .predict import find_recordings, predict_notes, write_predictions
     from .gold import read_labels
-    from .train import Classifier, ModelFileError
+    from .combine import TextClassifier, load_classifier
+    from .train import ModelFileError
 
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
@@ -483,7 +514,7 @@ def predict_command(
         fail("--restrict-to-candidates needs a chat log or manifest (CHATS)")
     check_writable(output, (chats, labels, model_dir / "model.json", model_dir / "model.safetensors"))
     try:
-        clf = Classifier.load(model_dir)
+        clf = load_classifier(model_dir)
     except ModelFileError as e:
         fail(str(e))
     skipped: list = []
@@ -513,12 +544,24 @@ def predict_command(
         fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
     cache = open_cache(cache_dir, no_cache)
     clip_options = ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "auto")
-    embs, clip_errors = embed_with_progress(lm, notes, clip_options, cache, quiet or as_json,
-                                            f"interrupted: {output} left as it was; finished clips are cached")
+    interrupted = f"interrupted: {output} left as it was; finished clips are cached"
+    proba = None
+    if isinstance(clf, TextClassifier):
+        try:
+            with progress_bar(len(notes), "class texts", quiet or as_json, err) as advance:
+                proba, embs, clip_errors = clf.predict(lm, notes, clip_options, cache, on_done=advance)
+        except KeyboardInterrupt:
+            say(interrupted)
+            raise typer.Exit(130)
+        except ValueError as e:  # an embedding of another size reaches the head
+            fail(f"{model_dir}: model expects {clf.dim}-d features, the encoder does not give them ({e})")
+    else:
+        embs, clip_errors = embed_with_progress(lm, notes, clip_options, cache, quiet or as_json, interrupted)
     bad_dim = [i for i, e in embs.items() if e.shape != (clf.dim,)]
     if bad_dim:
         fail(f"{model_dir}: model expects {clf.dim}-d features, the encoder gives {embs[bad_dim[0]].shape[0]}")
-    rows, summary = predict_notes(clf, notes, embs, clip_errors, top_k=top_k, restrict=restrict, records=records)
+    rows, summary = predict_notes(clf, notes, embs, clip_errors, top_k=top_k, restrict=restrict, records=records,
+                                  proba=proba)
     write_predictions(output, rows)
     for r in rows:
         if r.get("error"):

@@ -38,6 +38,7 @@ class ClipOptions:
     max_duration: float = 120.0
     decode_workers: int = 2
     mode: str = "full"  # "full": transcribe every clip; "score": only where the likelihood is unsure
+    # ("none": never; the classifier's text scoring needs only likelihoods and embeddings)
     sure: float = 0.99  # score mode: top candidate's likelihood softmax at least this skips transcription
 
     def cache_tag(self) -> str:
@@ -124,7 +125,8 @@ def run_clips(
 
     def compute(batch: list[_Prepared]) -> None:
         scored = _encode_and_score(lm, batch, options, times)
-        sure = [matcher is not None and _sure(s.prep.note, s.scores, prior, matcher, options.sure) for s in scored]
+        sure = [options.mode == "none" or (matcher is not None and _sure(s.prep.note, s.scores, prior, matcher,
+                                                                        options.sure)) for s in scored]
         _finish(lm, [s for s, ok in zip(scored, sure) if ok], options, cache, outcomes, times, on_done,
                 transcribe=False)
         waiting.extend(s for s, ok in zip(scored, sure) if not ok)
@@ -279,7 +281,12 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
             t0 = time.perf_counter()
             [encoded[i]] = asr.encode(lm, [a], options.audio_ctx)
             t1 = time.perf_counter()
-            scores[i] = asr.score_texts(lm, encoded[i], p.wanted)
+            # texts the cache already has for this clip are not scored again (each text is
+            # scored on its own, so a cached score is the one a fresh pass would give)
+            have = p.cached.scores if p.cached is not None else {}
+            todo = [w for w in p.wanted if w not in have]
+            got = dict(zip(todo, asr.score_texts(lm, encoded[i], todo)))
+            scores[i] = [got[w] if w in got else have[w] for w in p.wanted]
             times.encoder += t1 - t0
             times.likelihood += time.perf_counter() - t1
     for p in batch:

@@ -111,6 +111,13 @@ def train_table(summary: dict, min_count: int, fixed: list[str] | None) -> Table
         table.add_row("held-out gold accuracy", f"{summary['holdout_accuracy']:.3f} on {summary['holdout_gold']} notes")
     else:
         table.add_row("held-out gold accuracy", "- (fewer than 2 gold notes in the class set)")
+    text = summary.get("text_scoring")
+    if text is not None:
+        weights = ", ".join(f"{k} {v:.2f}" for k, v in text["weights"].items())
+        table.add_row("text scoring", f"{text['classes_scored_per_clip']:g} classes scored per clip; weights {weights}; "
+                      f"temperature {text['temperature']:.2f}")
+        if text["holdout_accuracy"] is not None:
+            table.add_row("  held-out gold accuracy", f"{text['holdout_accuracy']:.3f} on {text['holdout_gold']} notes")
     table.add_row("encoder", summary["model"])
     table.add_row("written", summary["output"])
     return table

@@ -87,27 +87,43 @@ def predict_notes(
     top_k: int = 3,
     restrict: bool = False,
     records: dict[str, dict] | None = None,
+    proba: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[dict], PredictSummary]:
-    """One predictions.jsonl row per note (input order) and the counts for the summary."""
+    """One predictions.jsonl row per note (input order) and the counts for the summary.
+
+    `proba` (note id -> probabilities over all classes) comes from a text-scoring model
+    (`combine.TextClassifier.predict`); without it the head's own probabilities are used.
+    "class" is the class key (the normalised text review and eval compare in), "name" the
+    class as people typed it most often.
+    """
     errors = errors or {}
     index = {c: i for i, c in enumerate(clf.classes)}
+    names = clf.meta.get("class_names") or {}
     holdout = set(clf.meta.get("holdout_ids") or [])
     summary = PredictSummary(notes=len(notes))
-    ready = [n for n in notes if n.id in embeddings]
+    ready = [n for n in notes if n.id in embeddings and (proba is None or n.id in proba)]
     allowed = None
     if ready:
-        X = np.stack([embeddings[n.id] for n in ready])
         if restrict:
             allowed, empty = candidate_mask(ready, index, len(clf.classes))
-        probs = clf.predict_proba(X, allowed)
+        if proba is None:
+            probs = clf.predict_proba(np.stack([embeddings[n.id] for n in ready]), allowed)
+        else:
+            probs = np.stack([proba[n.id] for n in ready])
+            if allowed is not None:  # the same as a softmax over the allowed classes only
+                probs = np.where(allowed, probs, 0.0)
+                total = probs.sum(1, keepdims=True)
+                probs = np.where(total > 0, probs / np.where(total > 0, total, 1.0), allowed / allowed.sum(1, keepdims=True))
     rows_by_id: dict[str, dict] = {}
     for r, note in enumerate(ready):
         p = probs[r]
         order = np.argsort(-p, kind="stable")[: max(1, top_k)]
         row = {
             "id": note.id, "file": note.file, "class": clf.classes[order[0]],
+            "name": names.get(clf.classes[order[0]], clf.classes[order[0]]),
             "probability": round(float(p[order[0]]), 4),
-            "top_k": [{"class": clf.classes[k], "probability": round(float(p[k]), 4)} for k in order],
+            "top_k": [{"class": clf.classes[k], "name": names.get(clf.classes[k], clf.classes[k]),
+                       "probability": round(float(p[k]), 4)} for k in order],
         }
         if restrict:
             row["restricted"] = not bool(empty[r])

@@ -465,7 +465,9 @@ class Classifier:
         p = np.exp(z)
         return p / p.sum(1, keepdims=True)
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, extra_tensors: dict[str, torch.Tensor] | None = None,
+             extra_meta: dict | None = None) -> None:
+        """model.safetensors and model.json; `extra_*` carry what a model built on the head adds."""
         from safetensors.torch import save
 
         folder = Path(folder)
@@ -473,9 +475,10 @@ class Classifier:
         tensors = {f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()}
         tensors["feature_mean"] = torch.from_numpy(self.mean.copy())
         tensors["feature_std"] = torch.from_numpy(self.std.copy())
+        tensors |= {k: v.detach().contiguous() for k, v in (extra_tensors or {}).items()}
         write_atomic(folder / WEIGHTS_FILE, save(tensors))
         shapes = {k: list(v.shape) for k, v in tensors.items()}
-        meta = self.meta | {
+        meta = self.meta | (extra_meta or {}) | {
             "format": FORMAT_VERSION, "package": "disamb", "package_version": __version__,
             "classes": self.classes, "feature_dim": self.dim, "tensors": shapes,
         }
