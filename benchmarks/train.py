@@ -39,7 +39,7 @@ from disamb.chats import read_notes  # noqa: E402
 from disamb.clips import ClipOptions, run_clips  # noqa: E402
 from disamb.label import MatchOptions, label_notes  # noqa: E402
 from disamb.models import load_model  # noqa: E402
-from disamb.textsim import normalize  # noqa: E402
+from disamb.classes import class_key  # noqa: E402
 from disamb.combine import fit_text_classifier  # noqa: E402
 from disamb.textclass import (  # noqa: E402
     class_priors, expected_calibration_error, run_text_scoring, softmax_masked, text_features,
@@ -169,15 +169,15 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, 
     data = build_dataset(train_notes, by_id, embs, classes)
 
     acc_rows = [i for i, r in enumerate(data.role) if r == "accepted"]
-    pseudo_right = sum(data.classes.classes[data.target[i]] == normalize(truth[data.ids[i]]["class"]) for i in acc_rows)
-    true_cls = [normalize(truth[n.id]["class"]) for n in test_notes]
+    pseudo_right = sum(data.classes.classes[data.target[i]] == class_key(truth[data.ids[i]]["class"]) for i in acc_rows)
+    true_cls = [class_key(truth[n.id]["class"]) for n in test_notes]
     X_test = np.stack([embs[n.id] for n in test_notes])
     result = {
         "gold_fraction": fraction, "seed": seed,
         "train_notes": len(train_notes), "test_notes": len(test_notes),
         "gold": data.count("gold"), "accepted": data.count("accepted"), "partial": data.count("partial"),
         "outside": data.outside, "classes": len(classes.classes),
-        "true_classes_found": len({normalize(p) for p in (truth[n.id]["class"] for n in notes)} & set(classes.classes)),
+        "true_classes_found": len({class_key(p) for p in (truth[n.id]["class"] for n in notes)} & set(classes.classes)),
         "pseudo_label_precision": pseudo_right / len(acc_rows) if acc_rows else None,
         "labeller_gold_accuracy": summary.gold_accuracy,
         "recipes": {},
@@ -346,7 +346,7 @@ def main() -> None:
         last = runs[-1]
         test = [by_id[i] for i in sorted(folds[last["fold"]])][: args.speed_clips]
         known = set(LAST_MODEL[0].classes)
-        extra = list(dict.fromkeys(c.text for n in notes for c in n.candidates if normalize(c.text) not in known))
+        extra = list(dict.fromkeys(c.text for n in notes for c in n.candidates if class_key(c.text) not in known))
         speed = {"clips": len(test), "top_k": args.speed_top, "loadavg_before": list(os.getloadavg()),
                  "clips_per_second": predict_speed(lm, LAST_MODEL[0], test, extra, tuple(args.speed_classes),
                                                    args.speed_top, args.out),

@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 
 from .evaluate import EvalError, GoldRead, _candidates, _truth_from_entry, _truth_from_record, wilson_interval
-from .textsim import normalize
 
 # ---------------------------------------------------------------- a trained classifier on gold
 
@@ -95,10 +94,11 @@ def model_notes(records: list[dict], gold: GoldRead | None, recordings: Path) ->
 
 
 def _class_of(note, index: dict[str, int]) -> int | None:
+    from .classes import class_key
     from .train import gold_text
 
     g = gold_text(note)
-    return None if g is None else index.get(normalize(g))
+    return None if g is None else index.get(class_key(g))
 
 
 def _window_mask(notes: list, index: dict[str, int], C: int) -> np.ndarray:

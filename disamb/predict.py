@@ -15,7 +15,7 @@ import numpy as np
 from .chats import VoiceNote
 from .files import write_jsonl
 from .inputs import AUDIO_EXTENSIONS, AudioPathError, resolve_audio
-from .textsim import normalize
+from .classes import class_key
 from .train import Classifier, gold_text
 
 
@@ -28,7 +28,7 @@ def candidate_mask(notes: list[VoiceNote], index: dict[str, int], n_classes: int
     mask = np.zeros((len(notes), n_classes), bool)
     for r, note in enumerate(notes):
         for c in note.candidates:
-            k = index.get(normalize(c.text))
+            k = index.get(class_key(c.text))
             if k is not None:
                 mask[r, k] = True
     empty = ~mask.any(1)
@@ -149,7 +149,7 @@ def _compare(row: dict, note: VoiceNote, records: dict[str, dict] | None, index:
     predicted = row["class"]
     rec = (records or {}).get(note.id)
     if rec is not None and rec.get("label"):
-        lab = normalize(rec["label"])
+        lab = class_key(rec["label"])
         row["labeller_class"] = lab if lab in index else None
         if lab in index:
             agree = lab == predicted
@@ -160,9 +160,9 @@ def _compare(row: dict, note: VoiceNote, records: dict[str, dict] | None, index:
                 summary.accepted_compared += 1
                 summary.accepted_agree += agree
     g = gold_text(note)
-    if g is not None and normalize(g) in index:
-        right = normalize(g) == predicted
-        row["gold_class"] = normalize(g)
+    if g is not None and class_key(g) in index:
+        right = class_key(g) == predicted
+        row["gold_class"] = class_key(g)
         summary.gold += 1
         summary.gold_correct += right
         if note.id in holdout:

@@ -180,10 +180,10 @@ def mark_disagreements(items: list[Item], predictions: Path) -> int:
     """Flag notes whose classifier prediction (predictions.jsonl from `disamb predict`)
     is not the class of the labeller's choice; returns how many disagree.
 
-    Classes are normalised texts, so the labeller's text is normalised the same way.
+    Classes are keyed by spoken form (`classes.class_key`), so the labeller's text is keyed the same way.
     Where the two disagree, one of them is wrong: an answer there teaches the most.
     """
-    from .textsim import normalize
+    from .classes import class_key
 
     predicted: dict[str, str] = {}
     try:
@@ -204,7 +204,7 @@ def mark_disagreements(items: list[Item], predictions: Path) -> int:
         cls = predicted.get(it.id)
         if cls is None or it.label_id is None or it.label_id not in it.cand_ids:
             continue
-        it.disagrees = normalize(it.cand_texts[it.cand_ids.index(it.label_id)]) != cls
+        it.disagrees = class_key(it.cand_texts[it.cand_ids.index(it.label_id)]) != cls
         count += it.disagrees
     return count
 

@@ -3,8 +3,8 @@
 The point is to use every note: gold notes and accepted pseudo-labels train with
 cross-entropy, and the notes the labeller was unsure about still train through their
 candidate sets (a partial-label loss) instead of being thrown away. Classes are label
-texts in `textsim.normalize` form, so typed variants of one phrase are one class
-(`classes.py`).
+texts in their spoken form (`classes.class_key`), so typed variants of one phrase are
+one class.
 
 Model files are a safetensors file (weights and feature statistics) plus a JSON file
 (everything else); nothing is ever unpickled.
@@ -25,9 +25,8 @@ from torch import nn
 
 from . import __version__
 from .chats import VoiceNote
-from .classes import ClassFileError, ClassSet, build_classes, read_class_file  # noqa: F401 (their old home)
+from .classes import ClassFileError, ClassSet, build_classes, class_key, read_class_file  # noqa: F401 (their old home)
 from .files import dumps, write_atomic
-from .textsim import normalize
 
 LOSSES = ("gold", "ce", "proden", "cc", "mse")
 HEADS = ("linear", "mlp")
@@ -126,7 +125,7 @@ def build_dataset(notes: list[VoiceNote], records: dict[str, dict], embeddings: 
         mask = np.zeros(C, bool)
         init = np.zeros(C, np.float64)
         for cand in note.candidates:
-            k = index.get(normalize(cand.text))
+            k = index.get(class_key(cand.text))
             if k is None:
                 continue
             mask[k] = True
@@ -135,7 +134,7 @@ def build_dataset(notes: list[VoiceNote], records: dict[str, dict], embeddings: 
         g = gold_text(note)
         label = rec.get("label") if rec.get("accepted") else None
         if g is not None:
-            k = index.get(normalize(g))
+            k = index.get(class_key(g))
             if k is None:
                 outside += 1
                 continue
@@ -143,7 +142,7 @@ def build_dataset(notes: list[VoiceNote], records: dict[str, dict], embeddings: 
             mask = np.zeros(C, bool)
             mask[k] = True
         elif label:
-            k = index.get(normalize(label))
+            k = index.get(class_key(label))
             if k is None:
                 outside += 1
                 continue

@@ -160,7 +160,6 @@ def test_predict_recordings_without_a_chat_log(tmp_path, tiny_model):
     from typer.testing import CliRunner
 
     from disamb.cli import app
-    from disamb.models import load_model  # noqa: F401 (the CLI loads tiny.en by name)
 
     rec = tmp_path / "rec"
     rec.mkdir()

@@ -61,6 +61,9 @@ def test_typed_variants_that_say_the_same_merge_and_the_commonest_names_the_clas
     assert cs.counts["i am at the gym"] == 5 and cs.counts["be there in 5"] == 3
     assert cs.typed("be there in 5")[0] == "be there in 5"
     assert cs.names["be there in 5 minutes"] == "be there in 5 minutes"  # says more: its own class
+    typos = build_classes(["running late", "runing late", "Running late!", "loev you", "love you 🙂"], min_count=2)
+    assert typos.classes == ["love you", "running late"]
+    assert typos.variants["running late"] == {"running late": 1, "runing late": 1, "Running late!": 1}
 
 
 def test_classes_file_errors(tmp_path):
