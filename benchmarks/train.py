@@ -60,7 +60,8 @@ RECIPES = {
 }
 
 
-def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "full") -> tuple[list, dict, dict, object]:
+def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "full",
+            max_notes: int | None = None) -> tuple[list, dict, dict, object]:
     """Generate the dataset (once) and run Whisper on every clip (cached)."""
     from benchmarks.synth import closed_class_dataset
 
@@ -71,6 +72,8 @@ def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "ful
         print(f"generated {data_dir} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     truth = {r["id"]: r for r in map(json.loads, (data_dir / "truth.jsonl").read_text().splitlines())}
     read = read_notes(data_dir / "chats.jsonl", data_dir / "recordings")
+    if max_notes is not None:  # the first notes of the chat (their windows as in the whole chat)
+        read.notes = read.notes[:max_notes]
     lm = load_model(model, "cpu")
     cache = ClipCache(out / "cache")
     t0 = time.perf_counter()
@@ -115,7 +118,7 @@ def with_gold(notes: list, truth: dict, fraction: float, seed: int, test_ids: se
 LAST_MODEL: list = [None]  # the last combination trained: its class texts start the speed figure's lists
 
 
-def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top) -> dict:
+def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top, max_variants) -> dict:
     """Head on the mean, text scoring alone (argmax PMI, no training) and the combination,
     scored on the held-out voices: accuracy, ECE and what each needed."""
     classes = data.classes.classes
@@ -131,7 +134,8 @@ def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_c
                      "seconds": round(seconds, 2)}
 
     t0 = time.perf_counter()
-    text = fit_text_classifier(head_res.classifier, data, opts, lm, train_notes, ClipOptions(), cache, rescore_top)
+    text = fit_text_classifier(head_res.classifier, data, opts, lm, train_notes, ClipOptions(), cache, rescore_top,
+                               max_variants)
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()
     proba, embs, errors = text.classifier.predict(lm, test_notes, ClipOptions(), cache)
@@ -156,7 +160,7 @@ def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_c
 
 
 def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, recipes, lm=None, cache=None,
-                rescore_top=None) -> dict:
+                rescore_top=None, max_variants=None) -> dict:
     """Label with this much gold, then train every recipe and score on held-out voices."""
     gold_notes = with_gold(notes, truth, fraction, seed, test_ids)
     train_notes = [n for n in gold_notes if n.id not in test_ids]
@@ -201,7 +205,8 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, 
         t0 = time.perf_counter()
         head_res = train(data, opts)
         t_head = time.perf_counter() - t0
-        result["models"] = text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top)
+        result["models"] = text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top,
+                                       max_variants)
         result["models"]["head on mean"]["seconds"] = round(t_head, 2)
     return result
 
@@ -268,6 +273,8 @@ def main() -> None:
                     help="The labeller's clip stage: transcribe every clip, or only where the likelihood is unsure.")
     ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), metavar="RECIPE",
                     help="Head recipes to compare (default: all).")
+    ap.add_argument("--max-notes", type=int, default=None, help="Use only the chat's first N voice notes.")
+    ap.add_argument("--max-variants", type=int, default=None, help="Typed variants scored per class (default: the package's).")
     ap.add_argument("--no-text", action="store_true", help="Leave out text scoring and the combination.")
     ap.add_argument("--rescore-top", type=int, default=None, help="Combination: score only the head's top K classes.")
     ap.add_argument("--speed-clips", type=int, default=6, help="Fresh clips timed for the predict speed (0: skip).")
@@ -276,7 +283,8 @@ def main() -> None:
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    notes, truth, outcomes, data_dir = prepare(args.out, args.n_per_class, args.data_seed, args.model, args.clip_mode)
+    notes, truth, outcomes, data_dir = prepare(args.out, args.n_per_class, args.data_seed, args.model, args.clip_mode,
+                                              args.max_notes)
     if args.prepare_only:
         return
     lm = cache = None
@@ -289,7 +297,7 @@ def main() -> None:
         for seed in range(args.seeds):
             for f, test_ids in enumerate(folds):
                 r = run_setting(notes, truth, outcomes, test_ids, fraction, seed, args.head, args.epochs, args.recipes,
-                                lm, cache, args.rescore_top)
+                                lm, cache, args.rescore_top, args.max_variants)
                 r["fold"] = f
                 runs.append(r)
                 print(f"  gold {fraction:.0%} draw {seed} fold {f} done ({time.perf_counter() - t_start:.0f} s)",
@@ -359,7 +367,7 @@ def main() -> None:
     path.write_text(json.dumps({
         "commit": commit or None, "command": "python " + " ".join(sys.argv), "dataset": str(data_dir),
         "recordings": len(notes), "folds": args.folds, "head": args.head, "clip_mode": args.clip_mode,
-        "epochs": args.epochs, "seeds": args.seeds, "rescore_top": args.rescore_top,
+        "epochs": args.epochs, "seeds": args.seeds, "rescore_top": args.rescore_top, "max_variants": args.max_variants,
         "seconds": round(time.perf_counter() - t_start, 1),
         "table": {f"{f:.2f}": {k: {"mean": m, "sd": s} for k, (m, s) in v.items()} for f, v in table.items()},
         "models": {f"{f:.2f}": {k: {m: {"mean": v[m][0], "sd": v[m][1]} for m in v} for k, v in d.items()}

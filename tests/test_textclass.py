@@ -187,6 +187,27 @@ def test_predict_recordings_without_a_chat_log(tmp_path, tiny_model):
     assert r.exit_code == 0, r.output
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.json")) == entries
 
+    # --rescore-top 1: a head trained on these clips shortlists one class, only it is scored
+    from disamb.cache import ClipCache
+    from disamb.clips import ClipOptions
+    from disamb.predict import find_recordings
+    from disamb.textclass import run_text_scoring
+
+    notes, _ = find_recordings(rec)
+    variants = [classes.typed(c) for c in classes.classes]
+    got = run_text_scoring(tiny_model, notes, variants, ClipOptions(), ClipCache(tmp_path / "cache"), which={})
+    y = np.array([classes.classes.index(PHRASES[int(n.id[1])]) for n in notes])
+    data = Dataset(ids=[n.id for n in notes], X=np.stack([got.embeddings[n.id] for n in notes]), role=["gold"] * 3,
+                   target=y, confidence=np.ones(3, np.float32), mask=np.eye(3, dtype=bool)[y],
+                   init=np.eye(3, dtype=np.float32)[y], classes=classes)
+    trained = train(data, TrainOptions(epochs=100, holdout=0.0)).classifier
+    comb = Combiner(weights=np.array([1.0, 0.0, 1.0]), bias=np.zeros(3), scale=np.ones(3))
+    proba, _, errors = TextClassifier(trained, comb, variants, rescore_top=1).predict(
+        tiny_model, notes, ClipOptions(), ClipCache(tmp_path / "cache"))
+    assert not errors
+    for n, k in zip(notes, y):
+        assert proba[n.id][k] == pytest.approx(1.0) and (proba[n.id] > 0).sum() == 1
+
 
 def _zero_head(C: int):
     import torch
