@@ -301,6 +301,8 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
         require_ffmpeg()
     except (ModelFileError, FfmpegMissingError) as e:
         fail(str(e))
+    if "text_scoring" in clf.meta:  # not yet wired here: say so rather than pass the head off as the model
+        say(f"{model_dir}: eval --model scores the head alone, without the model's text scoring", "note")
     encoder = clf.meta.get("encoder") or {}
     notes, path_errors = model_notes(records, gold, recordings)
     held = set(clf.meta.get("holdout_ids") or [])
