@@ -256,6 +256,33 @@ def predict_speed(lm, clf, notes: list, extra_texts: list[str], sizes: tuple[int
     return out
 
 
+def speed_only(args, notes: list, data_dir: Path) -> None:
+    """`--speed-only`: the predict speed with the 30 phrases as classes (untrained weights)."""
+    import torch
+
+    from benchmarks.synth import CLASS_PHRASES
+    from disamb.combine import Combiner, TextClassifier
+    from disamb.train import Classifier, make_head
+
+    lm = load_model(args.model, "cpu")
+    dim = lm.model.dims.n_audio_state
+    head = Classifier(classes=[class_key(p) for p in CLASS_PHRASES], head=make_head(dim, len(CLASS_PHRASES)),
+                      mean=np.zeros(dim, np.float32), std=np.ones(dim, np.float32), meta={})
+    torch.manual_seed(0)
+    clf = TextClassifier(head, Combiner(np.ones(3), np.zeros(len(CLASS_PHRASES)), np.ones(3)),
+                         [[p] for p in CLASS_PHRASES])
+    known = set(head.classes)
+    extra = list(dict.fromkeys(c.text for n in notes for c in n.candidates if class_key(c.text) not in known))
+    test = notes[-args.speed_clips:]
+    speed = {"clips": len(test), "top_k": args.speed_top, "loadavg_before": list(os.getloadavg()),
+             "clips_per_second": predict_speed(lm, clf, test, extra, tuple(args.speed_classes), args.speed_top, args.out),
+             "loadavg_after": list(os.getloadavg())}
+    path = args.json or (args.out / "speed.json")
+    path.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "dataset": str(data_dir),
+                                "predict_speed": speed}, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench-data" / "train")
@@ -280,6 +307,8 @@ def main() -> None:
     ap.add_argument("--speed-clips", type=int, default=6, help="Fresh clips timed for the predict speed (0: skip).")
     ap.add_argument("--speed-classes", type=int, nargs="*", default=[30, 300])
     ap.add_argument("--speed-top", type=int, default=10)
+    ap.add_argument("--speed-only", action="store_true",
+                    help="Only the predict speed, with the benchmark's 30 phrases as the first classes.")
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -287,26 +316,31 @@ def main() -> None:
                                               args.max_notes)
     if args.prepare_only:
         return
+    if args.speed_only:
+        speed_only(args, notes, data_dir)
+        return
     lm = cache = None
     if not args.no_text:
         lm, cache = load_model(args.model, "cpu"), ClipCache(args.out / "cache")
     folds = voice_folds(notes, truth, args.folds, args.data_seed)
     runs = []
     t_start = time.perf_counter()
-    for fraction in args.gold:
-        for seed in range(args.seeds):
-            for f, test_ids in enumerate(folds):
+    partial = (args.json or (args.out / "results.json")).with_suffix(".partial.json")
+    # fold by fold, every gold fraction on a fold before the next fold: the Whisper work of a fold
+    # serves all its settings, and the runs so far are written after each one
+    for seed in range(args.seeds):
+        for f, test_ids in enumerate(folds):
+            for fraction in args.gold:
                 r = run_setting(notes, truth, outcomes, test_ids, fraction, seed, args.head, args.epochs, args.recipes,
                                 lm, cache, args.rescore_top, args.max_variants)
                 r["fold"] = f
                 runs.append(r)
-                print(f"  gold {fraction:.0%} draw {seed} fold {f} done ({time.perf_counter() - t_start:.0f} s)",
-                      file=sys.stderr)
-            got = [r for r in runs if r["gold_fraction"] == fraction and r["seed"] == seed]
-            print(f"  gold {fraction:.0%} draw {seed}: " + ", ".join(
-                f"{name} {sum(r[where][name]['test_correct'] for r in got) / len(notes):.3f}"
-                for where, names in (("recipes", args.recipes), ("models", list(got[0].get("models", {}))))
-                for name in names), file=sys.stderr)
+                print(f"  gold {fraction:.0%} draw {seed} fold {f}: " + ", ".join(
+                    f"{name} {r[where][name]['test_correct'] / r['test_notes']:.3f}"
+                    for where, names in (("recipes", args.recipes), ("models", list(r.get("models", {}))))
+                    for name in names) + f", labeller {r['labeller_test_correct'] / r['test_notes']:.3f} "
+                    f"({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
+                partial.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "runs": runs}, indent=1))
 
     def pooled(fraction: float, seed: int, key) -> float:
         got = [r for r in runs if r["gold_fraction"] == fraction and r["seed"] == seed]
