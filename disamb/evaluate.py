@@ -263,6 +263,9 @@ class GoldRead:
 def read_gold(path: Path) -> GoldRead:
     """Gold from a chats.jsonl (voice notes with label_id/label), a manifest (label/label_index)
     or a truth file (lines {"id", "label_id"} with null for "not in the window", or {"id", "label"}).
+    The gold.jsonl `disamb review` writes is such a truth file with a "ts" on each line; as
+    in `answers.read_answers` (its reader for `label --gold` and `review`), a note's last
+    answer wins there, where any other file's repeated id is reported.
 
     Text messages and notes without any label field are not gold and are ignored.
     """
@@ -275,6 +278,7 @@ def read_gold(path: Path) -> GoldRead:
             continue
         is_chat = kind is not None
         is_manifest = "candidates" in obj
+        is_answer = "ts" in obj and not is_chat and not is_manifest  # a line of `disamb review`'s gold.jsonl
         if not any(k in obj for k in ("label_id", "label", "label_index")):
             continue
         gid = obj.get("id")
@@ -300,7 +304,9 @@ def read_gold(path: Path) -> GoldRead:
             text, spoken = obj.get("text"), obj.get("spoken", obj.get("text"))
             e.text = text if isinstance(text, str) and text.strip() else None
             e.spoken = spoken if isinstance(spoken, str) and spoken.strip() else None
-        if gid in entries:
+        if gid in entries and is_answer:  # a later answer is the reviewer's correction
+            del entries[gid]
+        elif gid in entries:
             problems.append(f"{where}: duplicate gold id {gid!r} (first at {entries[gid].where})")
             continue
         entries[gid] = e

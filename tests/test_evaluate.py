@@ -246,6 +246,24 @@ def test_gold_text_resolves_as_label_does(tmp_path):
     assert _match_label("1 1 5 8.", [Candidate(f"nm{j}", t) for j, t in enumerate(texts)]) == "nm1"
 
 
+def test_review_answers_file_reads_as_label_and_review_read_it(tmp_path):
+    # gold.jsonl from `disamb review`: the last answer for a note is the reviewer's correction, as in
+    # answers.read_answers; a repeated id in any other gold file is still reported
+    from disamb.answers import append_answer, read_answers
+
+    gold = tmp_path / "gold.jsonl"
+    for note_id, label_id in (("n", "nm0"), ("p", "pm0"), ("n", "nm1"), ("p", None)):
+        append_answer(gold, note_id, label_id)
+    read = read_gold(gold)
+    assert read.problems == []
+    assert {k: (e.label_id, e.not_in_window) for k, e in read.entries.items()} == {
+        k: (a.label_id, a.label_id is None) for k, a in read_answers(gold).items()}
+    assert read.entries["n"].label_id == "nm1" and read.entries["p"].not_in_window
+    truth = write_jsonl(tmp_path / "truth.jsonl", [{"id": "n", "label_id": "a"}, {"id": "n", "label_id": "b"}])
+    again = read_gold(truth)
+    assert again.entries["n"].label_id == "a" and "duplicate gold id" in again.problems[0]
+
+
 # ---------------------------------------------------------------- the CLI
 
 
