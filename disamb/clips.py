@@ -54,6 +54,8 @@ class StageTimes:
     transcribe: float = 0.0
     likelihood: float = 0.0
     cache_io: float = 0.0
+    priors: float = 0.0  # text_priors, in pipeline.label_all
+    matching: float = 0.0  # label.label_notes, in pipeline.label_all
     clips_computed: int = 0
     clips_cached: int = 0
     transcripts_skipped: int = 0
@@ -78,8 +80,9 @@ def renderings_for(note: VoiceNote) -> list[str]:
 
 
 def _sure(note: VoiceNote, scores: dict[str, tuple[float, int]], prior: dict | None, matcher, level: float) -> bool:
-    """True when the shipped matcher, fed only the likelihoods (and cheap text features
-    against the likeliest rendering), already puts `level` of the mass on one candidate."""
+    """True when `matcher` (the shipped one in `disamb label`), fed only the likelihoods
+    (and cheap text features against the likeliest rendering), already puts `level` of
+    the mass on one candidate."""
     if not note.candidates:
         return False
     X, _ = candidate_features(note, ClipResult(seconds=0.0, scores=scores), prior)
@@ -104,23 +107,24 @@ def run_clips(
     on_done: Callable[[int], None] | None = None,
     times: StageTimes | None = None,
     prior: dict[str, tuple[float, int]] | None = None,
+    sure_matcher=None,
 ) -> dict[str, ClipOutcome]:
     """Per-clip results for every note, computing only what the cache lacks.
 
     Each clip is written to the cache as soon as it is done, so an interrupted run
-    loses at most the batches in flight. In score mode `prior` (from `text_priors`)
-    makes the sure test the one the matcher will apply.
+    loses at most the batches in flight. Score mode's sure test asks `sure_matcher` (a
+    `match.Matcher`, handed in so that this stage does not reach up to the matching
+    stage for it; `disamb label` passes the shipped one); `prior` (from `text_priors`)
+    makes that test the one the matcher will apply.
     """
+    if options.mode == "score" and sure_matcher is None:
+        raise ValueError("score mode needs the matcher for its sure test (sure_matcher)")
+    matcher = sure_matcher if options.mode == "score" else None
     times = times or StageTimes()
     outcomes: dict[str, ClipOutcome] = {}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     pending: list[_Prepared] = []
     waiting: list[_Scored] = []  # clips to transcribe, a full batch of one context length at a time
-    matcher = None
-    if options.mode == "score":
-        from .match import default_matcher
-
-        matcher = default_matcher()  # read once: the sure test runs on every clip
 
     def compute(batch: list[_Prepared]) -> None:
         scored = _encode_and_score(lm, batch, options, times)
@@ -396,13 +400,17 @@ def text_priors(
     return found
 
 
-def embed_notes(lm, notes: list[VoiceNote], clip_options, cache, on_done=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def embed_notes(
+    lm, notes: list[VoiceNote], clip_options, cache, sure_matcher, on_done=None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Pooled encoder embeddings by note id (cache hits after `disamb label`), and errors by id.
 
     Runs the clip stage in score mode: a cached clip without a transcript (labelled with
-    `--mode score`) still has its embedding, and a new clip is transcribed only when needed.
+    `--mode score`) still has its embedding, and a new clip is transcribed only when
+    `sure_matcher` is unsure of it.
     """
-    outcomes = run_clips(lm, notes, replace(clip_options, mode="score"), cache, on_done=on_done)
+    outcomes = run_clips(lm, notes, replace(clip_options, mode="score"), cache, on_done=on_done,
+                         sure_matcher=sure_matcher)
     embs, errors = {}, {}
     for note in notes:
         oc = outcomes.get(note.id)

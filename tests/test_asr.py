@@ -125,3 +125,41 @@ def test_short_audio_context(tiny_model, encoded):
         out = asr.transcribe(tiny_model, enc, [len(a) / 16000 for a in audios])
     assert enc[0].features.shape[0] == 500
     assert "minutes" in out[0].text.lower()
+
+
+def test_score_mode_asks_the_matcher_it_is_given(tiny_model, encoded, tmp_path):
+    """The clip stage's sure test uses the matcher its caller hands in (it loads none itself):
+    one that is always sure skips every transcript, one that never is transcribes them all."""
+    import wave
+
+    from disamb.cache import ClipCache
+    from disamb.chats import Candidate, VoiceNote
+    from disamb.clips import ClipOptions, StageTimes, run_clips
+
+    audios, _ = encoded
+    notes = []
+    for i, a in enumerate(audios):
+        path = tmp_path / f"s{i}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes((np.clip(a, -1, 1) * 32767).astype("<i2").tobytes())
+        notes.append(VoiceNote(f"s{i}", path.name, path, [Candidate("a", "I will be there in ten minutes."),
+                                                           Candidate("b", "Please buy some bread and milk.")]))
+
+    class Fixed:
+        def __init__(self, top: float):
+            self.top = top
+
+        def probs(self, X):
+            p = np.full(len(X) + 1, (1.0 - self.top) / len(X))
+            p[0] = self.top
+            return p
+
+    options = ClipOptions(mode="score")
+    with pytest.raises(ValueError, match="sure_matcher"):
+        run_clips(tiny_model, notes, options, ClipCache(None))
+    for top, skipped in ((1.0, 2), (0.5, 0)):
+        times = StageTimes()
+        out = run_clips(tiny_model, notes, options, ClipCache(None), times=times, sure_matcher=Fixed(top))
+        assert times.transcripts_skipped == skipped
+        assert sum(out[n.id].result.transcript is None for n in notes) == skipped
