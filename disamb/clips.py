@@ -124,15 +124,14 @@ def run_clips(
     outcomes: dict[str, ClipOutcome] = {}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     pending: list[_Prepared] = []
-    waiting: list[_Scored] = []  # clips to transcribe, a full batch of one context length at a time
 
     def compute(batch: list[_Prepared]) -> None:
         scored = _encode_and_score(lm, batch, options, times)
         sure = [matcher is not None and _sure(s.prep.note, s.scores, prior, matcher, options.sure) for s in scored]
         _finish(lm, [s for s, ok in zip(scored, sure) if ok], options, cache, outcomes, times, on_done,
                 transcribe=False)
-        waiting.extend(s for s, ok in zip(scored, sure) if not ok)
-        _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=False)
+        _finish(lm, [s for s, ok in zip(scored, sure) if not ok], options, cache, outcomes, times, on_done,
+                transcribe=True)
         _release_freed_memory()
 
     # closed on any exit, so an interrupt stops the decoding threads at once
@@ -152,7 +151,6 @@ def run_clips(
                     pending = []
     if pending:
         compute(pending)
-    _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=True)
     return outcomes
 
 
@@ -294,28 +292,9 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
     ]
 
 
-def _transcribe_full_batches(lm, waiting: list[_Scored], options, cache, outcomes, times, on_done, flush: bool) -> None:
-    """Transcribe the waiting clips once a batch's worth has gathered (or at the end).
-
-    Clips are decoded together only with clips of the same encoder length. Decoding
-    cost on CPU hardly depends on the batch size, so gathering a full batch first is
-    what makes skipping the sure clips (score mode) pay; it never holds back more than
-    one batch, so an interrupted run loses at most that.
-    """
-    if not waiting or (not flush and len(waiting) < options.batch_size):
-        return
-    by_length: dict[int, list[_Scored]] = {}
-    for s in waiting:
-        by_length.setdefault(s.encoded.features.shape[0], []).append(s)
-    for group in by_length.values():
-        for start in range(0, len(group), options.batch_size):
-            _finish(lm, group[start : start + options.batch_size], options, cache, outcomes, times, on_done,
-                    transcribe=True)
-    waiting.clear()
-
-
 def _finish(lm, scored: list[_Scored], options, cache, outcomes, times, on_done, transcribe: bool) -> None:
-    """Transcribe (or only take the no-speech probability of) clips, then store them."""
+    """Transcribe (or only take the no-speech probability of) clips, each on its own
+    (`asr.transcribe`), then store them."""
     if not scored:
         return
     encoded = [s.encoded for s in scored]

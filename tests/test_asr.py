@@ -59,7 +59,7 @@ def test_a_score_does_not_depend_on_what_it_is_scored_with(tiny_model, encoded):
     assert np.argmax([x[0] for x in together[1]]) == 0
 
 
-def test_int8_scores_and_embeddings_do_not_depend_on_the_batch(tiny_model, encoded, tmp_path):
+def test_int8_scores_embeddings_and_transcripts_do_not_depend_on_the_batch(tiny_model, encoded, tmp_path):
     from disamb.cache import ClipCache
     from disamb.chats import Candidate, VoiceNote
     from disamb.clips import ClipOptions, run_clips
@@ -82,6 +82,9 @@ def test_int8_scores_and_embeddings_do_not_depend_on_the_batch(tiny_model, encod
         one, three = (r[note.id].result for r in runs)
         assert one.scores == three.scores
         np.testing.assert_array_equal(one.embedding, three.embedding)
+        # the transcript too (decoded in batches, its avg_logprob moved with its batch mates)
+        assert (one.transcript, one.avg_logprob, one.no_speech_prob) == (
+            three.transcript, three.avg_logprob, three.no_speech_prob)
 
 
 def test_scores_match_whisper_own_decoder(tiny_model, encoded):
