@@ -17,6 +17,7 @@ from disamb.classifier_eval import ModelEvalError, classification_metrics, evalu
 from disamb.evaluate import (
     NoGoldError,
     evaluate_labels,
+    ece_if_calibrated,
     expected_calibration_error,
     read_gold,
     read_labels,
@@ -75,6 +76,15 @@ def test_ece_hand_example():
     assert expected_calibration_error(conf, correct, 1) == pytest.approx(0.175)
     # perfectly calibrated: confidence 1 and right, 0 and wrong
     assert expected_calibration_error([1.0, 0.0], [True, False], 10) == pytest.approx(0.0)
+
+
+def test_ece_if_calibrated_matches_the_binomial_by_hand():
+    # ten notes at confidence 0.9, all in one bin: ECE = |k/10 - 0.9| with k ~ Binomial(10, 0.9)
+    by_hand = sum(math.comb(10, k) * 0.9**k * 0.1 ** (10 - k) * abs(k / 10 - 0.9) for k in range(11))
+    assert ece_if_calibrated([0.9] * 10, draws=20000)["mean"] == pytest.approx(by_hand, abs=0.003)
+    # certain notes leave nothing to chance; many notes shrink the reference
+    assert ece_if_calibrated([1.0, 0.0, 1.0])["mean"] == 0.0
+    assert ece_if_calibrated([0.9] * 1000)["mean"] < ece_if_calibrated([0.9] * 10)["mean"] / 5
 
 
 def test_reliability_bins():
