@@ -6,10 +6,12 @@ cannot drift apart in how a note is labelled.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import match
 from .cache import ClipCache
 from .chats import VoiceNote
 from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
@@ -25,6 +27,7 @@ class LabelRun:
     matcher: Matcher
     outcomes: dict[str, ClipOutcome]
     times: StageTimes
+    prior: dict[str, tuple[float, int]] | None  # each rendering's likelihood under silence, as matched with
 
 
 def label_all(
@@ -40,14 +43,22 @@ def label_all(
     """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage.
 
     The priors come first: score mode's sure test needs them as much as the matcher.
+    That test asks the shipped matcher (also with --matcher), handed to the clip stage here.
     """
     clip_options = clip_options or ClipOptions()
     match_options = match_options or MatchOptions()
     times = times if times is not None else StageTimes()
+    t0 = time.perf_counter()
     wants_prior = match_options.prior or (outcomes is None and clip_options.mode == "score")
     prior = text_priors(lm, notes, cache_root) if wants_prior else None
+    times.priors += time.perf_counter() - t0
     if outcomes is None:
-        outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times, prior=prior)
-    records, summary, matcher = label_notes(notes, outcomes, match_options, prior if match_options.prior else None,
+        sure_matcher = match.default_matcher() if clip_options.mode == "score" else None
+        outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times, prior=prior,
+                             sure_matcher=sure_matcher)
+    t1 = time.perf_counter()
+    matched_prior = prior if match_options.prior else None
+    records, summary, matcher = label_notes(notes, outcomes, match_options, matched_prior,
                                             truncated=truncated_texts(lm, notes))
-    return LabelRun(records, summary, matcher, outcomes, times)
+    times.matching += time.perf_counter() - t1
+    return LabelRun(records, summary, matcher, outcomes, times, matched_prior)
