@@ -192,7 +192,7 @@ def load_adapter(path: Path, base: str) -> Adapter:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k).clone() for k in f.keys()}  # not a view of the mapped file
         if meta.get("version") != str(ADAPTER_VERSION):
             raise AdapterError(f"adapter {path}: version {meta.get('version')!r}, expected {ADAPTER_VERSION}")
         adapter = Adapter(state, meta["base"], int(meta["fold"]), meta["data"], json.loads(meta["train_ids"]),
