@@ -45,7 +45,7 @@ from . import asr
 from .audio import content_hash, decode
 from .cache import ClipCache
 from .chats import VoiceNote
-from .clips import ClipOptions, ClipOutcome, renderings_for, run_clips, text_priors
+from .clips import ClipOptions, ClipOutcome, run_clips, text_priors
 from .label import MatchOptions, Summary, label_notes, truncated_texts
 from .models import LoadedModel, load_model, weights_key
 from .quantize import quantize_int8

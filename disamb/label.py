@@ -57,6 +57,7 @@ class Summary:
     cv_accuracy: float | None = None
     matcher_losses: dict | None = None  # cross-validated log-loss on gold of each choice
     window_prior: dict | None = None  # estimated share of answers per position and gap bin
+    adapt: list[dict] | None = None  # --adapt: per round, training losses, gold before/after, seconds
     remarks: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .adapt import AdaptOptions, adapt_and_relabel
 from .cache import ClipCache
 from .chats import VoiceNote
 from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
@@ -36,10 +37,15 @@ def label_all(
     on_done: Callable[[int], None] | None = None,
     outcomes: dict[str, ClipOutcome] | None = None,
     times: StageTimes | None = None,
+    adapt: AdaptOptions | None = None,
+    on_adapt_step: Callable[[int], None] | None = None,
 ) -> LabelRun:
     """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage.
 
     The priors come first: score mode's sure test needs them as much as the matcher.
+    With `adapt`, the labels then train cross-fitted encoder adapters and every note is
+    scored, transcribed and matched again with the adapter that did not see it (adapt.py);
+    the records, summary and outcomes returned are those of the adapted run.
     """
     clip_options = clip_options or ClipOptions()
     match_options = match_options or MatchOptions()
@@ -50,4 +56,9 @@ def label_all(
         outcomes = run_clips(lm, notes, clip_options, ClipCache(cache_root), on_done=on_done, times=times, prior=prior)
     records, summary, matcher = label_notes(notes, outcomes, match_options, prior if match_options.prior else None,
                                             truncated=truncated_texts(lm, notes))
+    if adapt is not None:
+        done = adapt_and_relabel(lm, notes, records, summary, clip_options, match_options, cache_root, adapt,
+                                 on_step=on_adapt_step)
+        records, summary, matcher, outcomes = done.records, done.summary, done.matcher, done.outcomes
+        summary.adapt = [r.as_dict() for r in done.rounds]
     return LabelRun(records, summary, matcher, outcomes, times)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,7 +44,7 @@ SAID = [
 
 
 @pytest.fixture(scope="module")
-def notes(tmp_path_factory):
+def chat_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("adapt")
     rec = d / "recordings"
     rec.mkdir()
@@ -55,7 +58,12 @@ def notes(tmp_path_factory):
         for j, t in enumerate(cands):
             lines.append({"id": f"{vid}m{j}", "type": "text", "text": t, "ts": f"2024-05-01T10:{i:02d}:{5 + j:02d}Z"})
     (d / "chats.jsonl").write_text("".join(json.dumps(o) + "\n" for o in lines), encoding="utf-8")
-    return read_notes(d / "chats.jsonl", rec, window=2).notes
+    return d
+
+
+@pytest.fixture(scope="module")
+def notes(chat_dir):
+    return read_notes(chat_dir / "chats.jsonl", chat_dir / "recordings", window=2).notes
 
 
 def test_folds_are_balanced_and_fixed_by_the_ids():
@@ -161,3 +169,26 @@ def test_an_adapter_learns_its_own_training_labels_which_is_why_scores_are_cross
     with torch.inference_mode():
         gain = {i: margin(adapted, i) - margin(lm, i) for i in train + held}
     assert min(gain[i] for i in train) > max(gain[i] for i in held) + 1.0, gain
+
+
+def test_label_adapt_from_the_command_line(chat_dir, tmp_path):
+    out = tmp_path / "labels.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "disamb.cli", "label", str(chat_dir / "recordings"), str(chat_dir / "chats.jsonl"),
+         "-o", str(out), "--window", "2", "--cache-dir", str(tmp_path / "cache"), "--adapt", "--adapt-epochs", "1",
+         "--json", "-q"],
+        capture_output=True, text=True, env=dict(os.environ, COLUMNS="120"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    [rnd] = summary["adapt"]
+    assert [f["fold"] for f in rnd["folds"]] == [0, 1] and all(len(f["epoch_losses"]) == 1 for f in rnd["folds"])
+    assert sum(f["train_notes"] for f in rnd["folds"]) == len(SAID)
+    assert rnd["gold_accuracy_before"] == 1.0 and summary["gold_accuracy"] == rnd["gold_accuracy_after"]
+    records = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert [r["id"] for r in records] == [s[0] for s in SAID] and all(r["transcript"] for r in records)
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "disamb.cli", "label", str(chat_dir / "recordings"), str(chat_dir / "chats.jsonl"),
+         "-o", str(tmp_path / "x.jsonl"), "--adapt", "--adapt-folds", "1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--adapt-folds" in bad.stderr
