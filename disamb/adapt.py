@@ -67,7 +67,7 @@ class AdaptOptions:
     lr: float = 5e-4
     rank: int = 8
     lora: bool = True  # False: LayerNorms only
-    batch_size: int = 4  # clips per optimiser step
+    batch_size: int | None = None  # clips per optimiser step; None: 4 on CPU, 16 on CUDA
     hard: bool = False  # True: only notes whose matcher confidence is at least `hard_level`, one-hot
     hard_level: float = 0.9
     seed: int = 0
@@ -302,8 +302,13 @@ def note_loss(lm: LoadedModel, features: torch.Tensor, example: Example) -> torc
     """-log sum_c q_c sum_r p(r | x) for one clip's encoder output (T, d).
 
     All renderings go through the frozen decoder in one padded batch; padding sits
-    after each sequence, so the causal mask keeps it out of the scored positions.
+    after each sequence, so the causal mask keeps it out of the scored positions. As in
+    `asr.score_texts`, the clip's cross-attention keys and values are computed once and
+    shared by its renderings, and only the scored positions are projected onto the
+    vocabulary: measured on CPU, the per-rendering keys/values and full-width logits
+    were most of a training step's time.
     """
+    dec = lm.model.decoder
     seqs = [s for per_cand in example.sequences for s in per_cand]
     n_prefix = len(lm.tokenizer.sot_sequence_including_notimestamps)
     width = max(len(s) for s in seqs) - 1
@@ -311,10 +316,20 @@ def note_loss(lm: LoadedModel, features: torch.Tensor, example: Example) -> torc
     inputs = torch.tensor([s[:-1] + [eot] * (width - len(s) + 1) for s in seqs], device=lm.device)
     wanted = torch.tensor([s[1:] + [eot] * (width - len(s) + 1) for s in seqs], device=lm.device)
     mask = torch.tensor([[n_prefix - 1 <= t < len(s) - 1 for t in range(width)] for s in seqs], device=lm.device)
-    xa = features[None].expand(len(seqs), -1, -1)
-    logits = lm.model.decoder(inputs, xa).float()
-    lp = -F.cross_entropy(logits.transpose(1, 2), wanted, reduction="none")
-    seq_lp = (lp * mask).sum(1)  # log p(rendering | x)
+    xa = features[None]
+    x = dec.token_embedding(inputs) + dec.positional_embedding[:width]
+    for block in dec.blocks:
+        k = block.cross_attn.key(xa).expand(len(seqs), -1, -1)
+        v = block.cross_attn.value(xa).expand(len(seqs), -1, -1)
+        x = x + block.attn(block.attn_ln(x), mask=dec.mask)[0]
+        q = block.cross_attn.query(block.cross_attn_ln(x))
+        x = x + block.cross_attn.out(block.cross_attn.qkv_attention(q, k, v)[0])
+        x = x + block.mlp(block.mlp_ln(x))
+    hidden = dec.ln(x)[mask]  # (scored tokens, d)
+    logits = hidden @ dec.token_embedding.weight.to(hidden.dtype).T
+    lp = -F.cross_entropy(logits.float(), wanted[mask], reduction="none")
+    owner = torch.arange(len(seqs), device=lm.device)[:, None].expand(-1, width)[mask]
+    seq_lp = torch.zeros(len(seqs), device=lm.device).index_add(0, owner, lp)  # log p(rendering | x)
     cand_lp, start = [], 0
     for per_cand in example.sequences:  # p(c | x): summed over the candidate's renderings
         cand_lp.append(torch.logsumexp(seq_lp[start : start + len(per_cand)], 0))
@@ -342,13 +357,14 @@ def train_adapter(f32: LoadedModel, examples: list[Example], options: AdaptOptio
     for ex in examples:
         groups.setdefault(asr.clip_context(f32, len(ex.audio), audio_ctx), []).append(ex)
     rng = random.Random(options.seed)
+    size = options.batch_size or (16 if cuda else 4)
     losses = []
     for _ in range(options.epochs):
         batches = []
         for group in groups.values():
             group = group[:]
             rng.shuffle(group)
-            batches += [group[i : i + options.batch_size] for i in range(0, len(group), options.batch_size)]
+            batches += [group[i : i + size] for i in range(0, len(group), size)]
         rng.shuffle(batches)
         total = 0.0
         for batch in batches:
@@ -383,10 +399,12 @@ class AdaptRound:
     gold_log_loss_before: float | None
     gold_log_loss_after: float | None
     seconds: float
+    kept: bool = True  # False: its gold log-loss was not lower, the previous labels stand
+    records: list[dict] = field(default_factory=list, repr=False)  # its labels, kept or not (benchmarks)
 
     def as_dict(self) -> dict:
         return {
-            "round": self.round, "gold_accuracy_before": self.gold_accuracy_before,
+            "round": self.round, "kept": self.kept, "gold_accuracy_before": self.gold_accuracy_before,
             "gold_accuracy_after": self.gold_accuracy_after, "gold_log_loss_before": self.gold_log_loss_before,
             "gold_log_loss_after": self.gold_log_loss_after, "seconds": round(self.seconds, 1),
             "folds": [{"fold": a.fold, "train_notes": len(a.train_ids), "epoch_losses": [round(x, 4) for x in a.epoch_losses],
@@ -467,8 +485,10 @@ def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dic
     """Label → adapt → relabel, `options.rounds` times at most.
 
     Each round trains fresh adapters from the base model on the previous round's labels.
-    With enough gold to measure it, a round whose cross-validated gold log-loss is not
-    lower than the previous one's is dropped and the rounds stop.
+    With enough gold to measure it (match.MIN_GOLD_TO_FIT), a round whose cross-validated
+    gold log-loss is not lower than before it is dropped and the rounds stop; a first
+    round dropped leaves the unadapted labels (`matcher` is then None). The gold's scores
+    are honest on both sides: the base model trained on nothing, an adapter never on them.
     """
     f32 = float32_model(lm)
     truncated = truncated_texts(lm, notes)
@@ -481,9 +501,13 @@ def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dic
         new_records, new_summary, matcher = label_notes(
             notes, outcomes, match_options, None, truncated=truncated, priors_by_note=priors if priors else None)
         before, after = gold_log_loss(best.summary), gold_log_loss(new_summary)
+        worse = before is not None and after is not None and after >= before
         rounds.append(AdaptRound(r + 1, adapters, scored_by, best.summary.gold_accuracy, new_summary.gold_accuracy,
-                                 before, after, time.perf_counter() - t0))
-        if r > 0 and before is not None and after is not None and after >= before:
+                                 before, after, time.perf_counter() - t0, kept=not worse, records=new_records))
+        if worse:
+            best.summary.remarks.append(
+                f"adapt round {r + 1} did not lower the cross-validated gold log-loss ({before:.3f} → {after:.3f}); "
+                + ("labels from the unadapted model" if r == 0 else f"labels from round {r}"))
             break
         best = Relabelled(new_records, new_summary, matcher, outcomes, rounds)
     best.rounds = rounds

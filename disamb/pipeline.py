@@ -59,6 +59,7 @@ def label_all(
     if adapt is not None:
         done = adapt_and_relabel(lm, notes, records, summary, clip_options, match_options, cache_root, adapt,
                                  on_step=on_adapt_step)
-        records, summary, matcher, outcomes = done.records, done.summary, done.matcher, done.outcomes
+        if done.matcher is not None:  # else the gold preferred the unadapted labels (a remark says so)
+            records, summary, matcher, outcomes = done.records, done.summary, done.matcher, done.outcomes
         summary.adapt = [r.as_dict() for r in done.rounds]
     return LabelRun(records, summary, matcher, outcomes, times)

@@ -23,7 +23,9 @@ from disamb.adapt import (
     fold_of,
     load_adapter,
     merge,
+    note_loss,
     save_adapter,
+    sequences_for,
     train_adapter,
     _example,
 )
@@ -192,3 +194,23 @@ def test_label_adapt_from_the_command_line(chat_dir, tmp_path):
         [sys.executable, "-m", "disamb.cli", "label", str(chat_dir / "recordings"), str(chat_dir / "chats.jsonl"),
          "-o", str(tmp_path / "x.jsonl"), "--adapt", "--adapt-folds", "1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--adapt-folds" in bad.stderr
+
+
+def test_the_loss_is_the_teacher_forced_likelihood_labelling_computes(tiny_model_f32, notes):
+    """-log sum_c q_c sum_r p(r|x), with p(r|x) exactly asr.score_texts' sequence (incl. the end token)."""
+    from disamb.textsim import render_spoken
+
+    lm = tiny_model_f32
+    note = notes[0]
+    texts = {"a": note.candidates[1].text, "b": "code 4719"}  # the second has several spoken renderings
+    ex = _example(lm, note, {"a": 0.7, "b": 0.3}, ClipOptions())
+    ex = replace(ex, log_q=[torch.tensor(0.7).log().item(), torch.tensor(0.3).log().item()],
+                 sequences=[sequences_for(lm, texts["a"]), sequences_for(lm, texts["b"])])
+    with torch.no_grad():
+        [enc] = asr.encode(lm, [ex.audio], "auto")
+        got = float(note_loss(lm, enc.features, ex))
+        per_cand = [torch.logsumexp(torch.tensor([s for s, _ in asr.score_texts(lm, enc, render_spoken(t))]), 0)
+                    for t in texts.values()]
+    assert len(render_spoken(texts["b"])) > 1
+    want = -float(torch.logsumexp(torch.tensor([0.7, 0.3]).log() + torch.stack(per_cand), 0))
+    assert abs(got - want) < 1e-3
