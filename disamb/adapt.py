@@ -462,9 +462,10 @@ def adapt_round(lm: LoadedModel, f32: LoadedModel, notes: list[VoiceNote], recor
         if not held:
             continue
         alm = adapted_model(lm, f32, adapter)
-        outcomes.update(run_clips(alm, held, clip_options, ClipCache(cache_root)))
+        wants_prior = match_options.prior or clip_options.mode == "score"  # as in pipeline.label_all
+        fold_prior = text_priors(alm, held, cache_root) if wants_prior else None
+        outcomes.update(run_clips(alm, held, clip_options, ClipCache(cache_root), prior=fold_prior))
         if match_options.prior:
-            fold_prior = text_priors(alm, held, cache_root)
             priors.update({n.id: fold_prior for n in held})
         scored_by.update({n.id: k for n in held})
     return adapters, outcomes, priors, scored_by
