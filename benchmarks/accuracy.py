@@ -44,13 +44,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.families import FAMILIES, build  # noqa: E402
 from benchmarks.synth import HARD, make_dataset  # noqa: E402
 from disamb import match  # noqa: E402
-from disamb.cache import ClipCache  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
-from disamb.clips import ClipOptions, run_clips, text_priors  # noqa: E402
 from disamb.evaluate import expected_calibration_error  # noqa: E402
 from disamb.features import FEATURES, candidate_features, slots  # noqa: E402
-from disamb.label import MatchOptions, label_notes  # noqa: E402
+from disamb.label import MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402
+from disamb.pipeline import label_all  # noqa: E402
 
 PREVIOUS = ROOT / "benchmarks" / "results" / "previous_default_matcher.json"
 HARD_NAME = "hard-s1"
@@ -72,10 +71,11 @@ class Prepared:
     name: str
     notes: list  # VoiceNotes with a clip result and candidates
     outcomes: dict
-    prior: dict | None
     truth: list  # per note: index of the truth in its window, or len(candidates)
     dicts: list  # per note: the feature dicts of its candidates
     slots: list
+    lm: object  # the Whisper model, for relabelling through label_all with other weights
+    cache_root: Path
 
     def X(self, features=FEATURES) -> list[np.ndarray]:
         return [np.array([[c[f] for f in features] for c in d], float) for d in self.dicts]
@@ -91,15 +91,17 @@ class Prepared:
 
 
 def prepare(name: str, folder: Path, lm, cache_root: Path, limit: int | None = None) -> Prepared:
-    """The set's notes (the first `limit` voice notes when given) with their features."""
+    """The set's notes (the first `limit` voice notes when given) with their features.
+
+    Labelled once through `label_all`, as `disamb label` would; the features are computed
+    from its clip results and priors for every note with a clip result, also the notes
+    the run found silent (their records carry no features, and the fits see them too).
+    """
     read = read_notes(folder / "chats.jsonl", folder / "recordings")
     read.notes = read.notes[:limit]
-    prior = text_priors(lm, read.notes, cache_root)
-    outcomes = run_clips(lm, read.notes, ClipOptions(), ClipCache(cache_root), prior=prior)
-    truth_ids = {}
-    for line in (folder / "truth.jsonl").read_text().splitlines():
-        t = json.loads(line)
-        truth_ids[t["id"]] = t["label_id"] if t.get("in_window", t["label_id"] is not None) else None
+    run = label_all(lm, read.notes, cache_root=cache_root)
+    outcomes, prior = run.outcomes, run.prior
+    truth_ids = truth_of(folder)
     notes = [n for n in read.notes if outcomes[n.id].result is not None and n.candidates]
     truth, dicts, sl = [], [], []
     for n in notes:
@@ -108,7 +110,16 @@ def prepare(name: str, folder: Path, lm, cache_root: Path, limit: int | None = N
         truth.append(ids.index(t) if t in ids else len(ids))
         dicts.append(candidate_features(n, outcomes[n.id].result, prior)[1])
         sl.append(slots(n))
-    return Prepared(name, notes, outcomes, prior, truth, dicts, sl)
+    return Prepared(name, notes, outcomes, truth, dicts, sl, lm, cache_root)
+
+
+def truth_of(folder: Path) -> dict[str, str | None]:
+    """The right message id of every note of a generated set, None when it is not in the window."""
+    truth = {}
+    for line in (folder / "truth.jsonl").read_text().splitlines():
+        t = json.loads(line)
+        truth[t["id"]] = t["label_id"] if t.get("in_window", t["label_id"] is not None) else None
+    return truth
 
 
 def prepare_all(names: list[str], data: Path, model: str, limit: int | None = None) -> list[Prepared]:
@@ -165,7 +176,9 @@ def default_run(p: Prepared, m: match.Matcher) -> tuple[dict, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.json"
         m.save(path)
-        records, summary, used = label_notes(p.notes, p.outcomes, MatchOptions(matcher=path), p.prior)
+        run = label_all(p.lm, p.notes, match_options=MatchOptions(matcher=path), cache_root=p.cache_root,
+                        outcomes=p.outcomes)
+    records, summary, used = run.records, run.summary, run.matcher
     choice, conf = [], []
     for n, r in zip(p.notes, records):
         ids = [c.id for c in n.candidates]

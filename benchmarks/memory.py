@@ -2,7 +2,8 @@
 
 Generates N short voice notes with the synthetic generator (or reuses a folder made
 earlier), then runs the label pipeline in-process exactly as the CLI does (read notes,
-load the model, per-clip stage into a fresh cache, matching, atomic write), sampling
+load the model, `pipeline.label_all` into a fresh cache: priors, per-clip stage,
+matching; atomic write), sampling
 the process's resident set size (RSS) every 100 notes. Prints the samples and writes
 them to benchmarks/results/memory.json.
 
@@ -30,11 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from disamb.cache import ClipCache  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
-from disamb.clips import ClipOptions, StageTimes, run_clips  # noqa: E402
-from disamb.label import MatchOptions, label_notes, write_labels  # noqa: E402
+from disamb.clips import ClipOptions, StageTimes  # noqa: E402
+from disamb.label import MatchOptions, write_labels  # noqa: E402
 from disamb.models import load_model  # noqa: E402
+from disamb.pipeline import label_all  # noqa: E402
 from benchmarks.synth import SynthConfig, make_dataset  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -98,9 +99,10 @@ def main() -> int:
             print("  " + "  ".join(f"{k} {v}" for k, v in s.items()), flush=True)
 
     times = StageTimes()
-    cache = ClipCache(work / "cache")  # fresh: every clip is really computed
-    outcomes = run_clips(lm, notes, ClipOptions(batch_size=args.batch_size), cache, on_done=on_done, times=times)
-    records, summary, _ = label_notes(notes, outcomes, MatchOptions())
+    # a fresh cache: every clip is really computed; priors, clips and matching as `disamb label` runs them
+    run = label_all(lm, notes, ClipOptions(batch_size=args.batch_size), MatchOptions(), work / "cache",
+                    on_done=on_done, times=times)
+    records, summary = run.records, run.summary
     write_labels(work / "labels.jsonl", records)
     clip_seconds = time.perf_counter() - t1
     final = {"notes": len(notes), "rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -56,39 +56,31 @@ def accuracy(choices: dict[str, str | None], truth: dict[str, str | None]) -> fl
 
 
 def run_ours(folder: Path, config: dict) -> dict:
-    """One configuration, in this process: per-clip stage with an empty cache, then matching."""
+    """One configuration, in this process: `label_all` (priors, per-clip stage, matching) with an empty cache."""
     import torch
 
-    from disamb.cache import ClipCache
     from disamb.chats import read_notes
-    from disamb.clips import ClipOptions, StageTimes, run_clips, text_priors
-    from disamb.label import MatchOptions, label_notes
+    from disamb.clips import ClipOptions, StageTimes
     from disamb.models import load_model
+    from disamb.pipeline import label_all
 
     read = read_notes(folder / "chats.jsonl", folder / "recordings")
     config = dict(config)
     lm = load_model("tiny.en", "auto", compute=config.pop("compute", "auto"))
-    options = ClipOptions(**config)
     times = StageTimes()
     with tempfile.TemporaryDirectory() as cache_dir:
         t0 = time.perf_counter()
-        prior = text_priors(lm, read.notes, Path(cache_dir))
+        run = label_all(lm, read.notes, ClipOptions(**config), cache_root=Path(cache_dir), times=times)
         t1 = time.perf_counter()
-        outcomes = run_clips(lm, read.notes, options, ClipCache(Path(cache_dir)), times=times, prior=prior)
-        t2 = time.perf_counter()
-        records, summary, _ = label_notes(read.notes, outcomes, MatchOptions(), prior)
-        t3 = time.perf_counter()
+    records, outcomes = run.records, run.outcomes
     audio_seconds = sum(o.result.seconds for o in outcomes.values() if o.result is not None)
     stages = times.as_dict()
-    stages["priors"] = t1 - t0
-    stages["matching"] = t3 - t2
-    t2 = t3
     return {
         "device": str(lm.device),
         "threads": torch.get_num_threads(),
-        "wall_seconds": t2 - t0,
-        "clips_per_second": len(read.notes) / (t2 - t0),
-        "real_time_factor": (t2 - t0) / audio_seconds,
+        "wall_seconds": t1 - t0,
+        "clips_per_second": len(read.notes) / (t1 - t0),
+        "real_time_factor": (t1 - t0) / audio_seconds,
         "audio_seconds": audio_seconds,
         "stages": stages,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -41,7 +41,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from . import asr
+from . import asr, match
 from .audio import content_hash, decode
 from .cache import ClipCache
 from .chats import VoiceNote
@@ -464,7 +464,8 @@ def adapt_round(lm: LoadedModel, f32: LoadedModel, notes: list[VoiceNote], recor
         alm = adapted_model(lm, f32, adapter)
         wants_prior = match_options.prior or clip_options.mode == "score"  # as in pipeline.label_all
         fold_prior = text_priors(alm, held, cache_root) if wants_prior else None
-        outcomes.update(run_clips(alm, held, clip_options, ClipCache(cache_root), prior=fold_prior))
+        sure = match.default_matcher() if clip_options.mode == "score" else None
+        outcomes.update(run_clips(alm, held, clip_options, ClipCache(cache_root), prior=fold_prior, sure_matcher=sure))
         if match_options.prior:
             priors.update({n.id: fold_prior for n in held})
         scored_by.update({n.id: k for n in held})

@@ -31,7 +31,7 @@ class Answer:
     ts: str
 
 
-def read_gold(path: Path) -> dict[str, Answer]:
+def read_answers(path: Path) -> dict[str, Answer]:
     """Answers by note id, the last line for an id winning, in the order of those lines.
 
     A final line without its newline is what a kill during a write leaves behind;
@@ -95,7 +95,7 @@ def _drop_torn_tail(f) -> None:
         return
     cut = tail.rfind(b"\n")
     if cut < 0 and end > len(tail):
-        return  # a single line longer than we look back: leave it to read_gold to report
+        return  # a single line longer than we look back: leave it to read_answers to report
     f.truncate(end - len(tail) + cut + 1)
 
 
@@ -119,7 +119,7 @@ def apply_gold_file(notes: list[VoiceNote], gold_path: Path) -> int:
     Follows the chat reader's convention: an answer outside the note's window (or
     "none of these") makes the note gold-known with `gold_in_window=False`.
     """
-    answers = read_gold(gold_path)
+    answers = read_answers(gold_path)
     applied = 0
     for note in notes:
         a = answers.get(note.id)

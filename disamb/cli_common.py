@@ -130,10 +130,11 @@ def load_whisper(name: str, device: str, compute: str, context: str = ""):
 def embed_with_progress(lm, notes, clip_options, cache, quiet: bool, interrupted: str):
     """(embeddings, clip errors) for `notes` behind a progress bar; Ctrl-C says `interrupted` and exits 130."""
     from .clips import embed_notes
+    from .match import default_matcher
 
     try:
         with progress_bar(len(notes), "embeddings", quiet, err) as advance:
-            return embed_notes(lm, notes, clip_options, cache, on_done=advance)
+            return embed_notes(lm, notes, clip_options, cache, default_matcher(), on_done=advance)
     except KeyboardInterrupt:
         say(interrupted)
         raise typer.Exit(130)

@@ -54,6 +54,8 @@ class StageTimes:
     transcribe: float = 0.0
     likelihood: float = 0.0
     cache_io: float = 0.0
+    priors: float = 0.0  # text_priors, in pipeline.label_all
+    matching: float = 0.0  # label.label_notes, in pipeline.label_all
     clips_computed: int = 0
     clips_cached: int = 0
     transcripts_skipped: int = 0
@@ -78,8 +80,9 @@ def renderings_for(note: VoiceNote) -> list[str]:
 
 
 def _sure(note: VoiceNote, scores: dict[str, tuple[float, int]], prior: dict | None, matcher, level: float) -> bool:
-    """True when the shipped matcher, fed only the likelihoods (and cheap text features
-    against the likeliest rendering), already puts `level` of the mass on one candidate."""
+    """True when `matcher` (the shipped one in `disamb label`), fed only the likelihoods
+    (and cheap text features against the likeliest rendering), already puts `level` of
+    the mass on one candidate."""
     if not note.candidates:
         return False
     X, _ = candidate_features(note, ClipResult(seconds=0.0, scores=scores), prior)
@@ -104,31 +107,31 @@ def run_clips(
     on_done: Callable[[int], None] | None = None,
     times: StageTimes | None = None,
     prior: dict[str, tuple[float, int]] | None = None,
+    sure_matcher=None,
 ) -> dict[str, ClipOutcome]:
     """Per-clip results for every note, computing only what the cache lacks.
 
     Each clip is written to the cache as soon as it is done, so an interrupted run
-    loses at most the batches in flight. In score mode `prior` (from `text_priors`)
-    makes the sure test the one the matcher will apply.
+    loses at most the batches in flight. Score mode's sure test asks `sure_matcher` (a
+    `match.Matcher`, handed in so that this stage does not reach up to the matching
+    stage for it; `disamb label` passes the shipped one); `prior` (from `text_priors`)
+    makes that test the one the matcher will apply.
     """
+    if options.mode == "score" and sure_matcher is None:
+        raise ValueError("score mode needs the matcher for its sure test (sure_matcher)")
+    matcher = sure_matcher if options.mode == "score" else None
     times = times or StageTimes()
     outcomes: dict[str, ClipOutcome] = {}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     pending: list[_Prepared] = []
-    waiting: list[_Scored] = []  # clips to transcribe, a full batch of one context length at a time
-    matcher = None
-    if options.mode == "score":
-        from .match import default_matcher
-
-        matcher = default_matcher()  # read once: the sure test runs on every clip
 
     def compute(batch: list[_Prepared]) -> None:
         scored = _encode_and_score(lm, batch, options, times)
         sure = [matcher is not None and _sure(s.prep.note, s.scores, prior, matcher, options.sure) for s in scored]
         _finish(lm, [s for s, ok in zip(scored, sure) if ok], options, cache, outcomes, times, on_done,
                 transcribe=False)
-        waiting.extend(s for s, ok in zip(scored, sure) if not ok)
-        _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=False)
+        _finish(lm, [s for s, ok in zip(scored, sure) if not ok], options, cache, outcomes, times, on_done,
+                transcribe=True)
         _release_freed_memory()
 
     # closed on any exit, so an interrupt stops the decoding threads at once
@@ -148,7 +151,6 @@ def run_clips(
                     pending = []
     if pending:
         compute(pending)
-    _transcribe_full_batches(lm, waiting, options, cache, outcomes, times, on_done, flush=True)
     return outcomes
 
 
@@ -290,28 +292,9 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
     ]
 
 
-def _transcribe_full_batches(lm, waiting: list[_Scored], options, cache, outcomes, times, on_done, flush: bool) -> None:
-    """Transcribe the waiting clips once a batch's worth has gathered (or at the end).
-
-    Clips are decoded together only with clips of the same encoder length. Decoding
-    cost on CPU hardly depends on the batch size, so gathering a full batch first is
-    what makes skipping the sure clips (score mode) pay; it never holds back more than
-    one batch, so an interrupted run loses at most that.
-    """
-    if not waiting or (not flush and len(waiting) < options.batch_size):
-        return
-    by_length: dict[int, list[_Scored]] = {}
-    for s in waiting:
-        by_length.setdefault(s.encoded.features.shape[0], []).append(s)
-    for group in by_length.values():
-        for start in range(0, len(group), options.batch_size):
-            _finish(lm, group[start : start + options.batch_size], options, cache, outcomes, times, on_done,
-                    transcribe=True)
-    waiting.clear()
-
-
 def _finish(lm, scored: list[_Scored], options, cache, outcomes, times, on_done, transcribe: bool) -> None:
-    """Transcribe (or only take the no-speech probability of) clips, then store them."""
+    """Transcribe (or only take the no-speech probability of) clips, each on its own
+    (`asr.transcribe`), then store them."""
     if not scored:
         return
     encoded = [s.encoded for s in scored]
@@ -396,13 +379,17 @@ def text_priors(
     return found
 
 
-def embed_notes(lm, notes: list[VoiceNote], clip_options, cache, on_done=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def embed_notes(
+    lm, notes: list[VoiceNote], clip_options, cache, sure_matcher, on_done=None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Pooled encoder embeddings by note id (cache hits after `disamb label`), and errors by id.
 
     Runs the clip stage in score mode: a cached clip without a transcript (labelled with
-    `--mode score`) still has its embedding, and a new clip is transcribed only when needed.
+    `--mode score`) still has its embedding, and a new clip is transcribed only when
+    `sure_matcher` is unsure of it.
     """
-    outcomes = run_clips(lm, notes, replace(clip_options, mode="score"), cache, on_done=on_done)
+    outcomes = run_clips(lm, notes, replace(clip_options, mode="score"), cache, on_done=on_done,
+                         sure_matcher=sure_matcher)
     embs, errors = {}, {}
     for note in notes:
         oc = outcomes.get(note.id)

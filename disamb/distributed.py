@@ -107,6 +107,7 @@ class ClipWorker:
         self.lm = load_model(model, device, compute=compute)
         self.options = ClipOptions(**options)
         self.cache = ClipCache(Path(cache_root) if cache_root else None)
+        self.sure_matcher = match.default_matcher() if self.options.mode == "score" else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results, stats = [], []
@@ -116,7 +117,8 @@ class ClipWorker:
             prior = None
             if self.options.mode == "score":  # the sure test weighs what the audio adds
                 prior = text_priors(self.lm, notes, self.cache.root)
-            outcomes = run_clips(self.lm, notes, self.options, self.cache, times=times, prior=prior)
+            outcomes = run_clips(self.lm, notes, self.options, self.cache, times=times, prior=prior,
+                                 sure_matcher=self.sure_matcher)
             results.append(json.dumps([outcome_to_json(outcomes[n.id]) for n in notes]))
             stats.append(json.dumps(times.as_dict()))
         return {

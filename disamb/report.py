@@ -72,7 +72,9 @@ def sections(result: dict) -> list[Section]:
     rows.append(["threshold", (f"{thr['value']:.4g}" if thr["value"] is not None else "–") + f" ({thr['source']})"])
     cal = result["calibration"]
     if cal:
-        rows.append(["expected calibration error", f"{cal['ece']:.3f} ({cal['bins']} bins, {cal['n']} labelled gold)"])
+        ref = cal["ece_if_calibrated"]
+        rows.append(["expected calibration error", f"{cal['ece']:.3f} ({cal['bins']} bins, {cal['n']} labelled gold; "
+                     f"a perfectly calibrated labeller would show {ref['mean']:.3f}, 90% of the time below {ref['p90']:.3f})"])
     tq = result["transcripts"]
     if tq and tq["n"]:
         kinds = tq["references"]

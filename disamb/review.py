@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import match
-from .answers import Answer, ReviewError, append_answer, read_gold
+from .answers import Answer, ReviewError, append_answer, read_answers
 from .inputs import AUDIO_TYPES, AudioPathError, UnsafePathError, resolve_audio
 from .audio import AudioOpenError, open_audio
 
@@ -240,7 +240,7 @@ class Session:
         items = load_items(labels)
         gold_path = Path(gold) if gold is not None else Path(labels).with_name("gold.jsonl")
         by_id = {it.id for it in items}
-        answers = read_gold(gold_path)
+        answers = read_answers(gold_path)
         s = cls(items=items, gold_path=gold_path, recordings=Path(recordings), **kw)
         if s.order not in ORDERS:
             raise ReviewError(f"unknown order {s.order!r} (choose from {', '.join(ORDERS)})")

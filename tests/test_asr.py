@@ -59,7 +59,7 @@ def test_a_score_does_not_depend_on_what_it_is_scored_with(tiny_model, encoded):
     assert np.argmax([x[0] for x in together[1]]) == 0
 
 
-def test_int8_scores_and_embeddings_do_not_depend_on_the_batch(tiny_model, encoded, tmp_path):
+def test_int8_scores_embeddings_and_transcripts_do_not_depend_on_the_batch(tiny_model, encoded, tmp_path):
     from disamb.cache import ClipCache
     from disamb.chats import Candidate, VoiceNote
     from disamb.clips import ClipOptions, run_clips
@@ -82,6 +82,9 @@ def test_int8_scores_and_embeddings_do_not_depend_on_the_batch(tiny_model, encod
         one, three = (r[note.id].result for r in runs)
         assert one.scores == three.scores
         np.testing.assert_array_equal(one.embedding, three.embedding)
+        # the transcript too (decoded in batches, its avg_logprob moved with its batch mates)
+        assert (one.transcript, one.avg_logprob, one.no_speech_prob) == (
+            three.transcript, three.avg_logprob, three.no_speech_prob)
 
 
 def test_scores_match_whisper_own_decoder(tiny_model, encoded):
@@ -125,3 +128,41 @@ def test_short_audio_context(tiny_model, encoded):
         out = asr.transcribe(tiny_model, enc, [len(a) / 16000 for a in audios])
     assert enc[0].features.shape[0] == 500
     assert "minutes" in out[0].text.lower()
+
+
+def test_score_mode_asks_the_matcher_it_is_given(tiny_model, encoded, tmp_path):
+    """The clip stage's sure test uses the matcher its caller hands in (it loads none itself):
+    one that is always sure skips every transcript, one that never is transcribes them all."""
+    import wave
+
+    from disamb.cache import ClipCache
+    from disamb.chats import Candidate, VoiceNote
+    from disamb.clips import ClipOptions, StageTimes, run_clips
+
+    audios, _ = encoded
+    notes = []
+    for i, a in enumerate(audios):
+        path = tmp_path / f"s{i}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes((np.clip(a, -1, 1) * 32767).astype("<i2").tobytes())
+        notes.append(VoiceNote(f"s{i}", path.name, path, [Candidate("a", "I will be there in ten minutes."),
+                                                           Candidate("b", "Please buy some bread and milk.")]))
+
+    class Fixed:
+        def __init__(self, top: float):
+            self.top = top
+
+        def probs(self, X):
+            p = np.full(len(X) + 1, (1.0 - self.top) / len(X))
+            p[0] = self.top
+            return p
+
+    options = ClipOptions(mode="score")
+    with pytest.raises(ValueError, match="sure_matcher"):
+        run_clips(tiny_model, notes, options, ClipCache(None))
+    for top, skipped in ((1.0, 2), (0.5, 0)):
+        times = StageTimes()
+        out = run_clips(tiny_model, notes, options, ClipCache(None), times=times, sure_matcher=Fixed(top))
+        assert times.transcripts_skipped == skipped
+        assert sum(out[n.id].result.transcript is None for n in notes) == skipped

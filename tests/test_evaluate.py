@@ -17,6 +17,7 @@ from disamb.classifier_eval import ModelEvalError, classification_metrics, evalu
 from disamb.evaluate import (
     NoGoldError,
     evaluate_labels,
+    ece_if_calibrated,
     expected_calibration_error,
     read_gold,
     read_labels,
@@ -75,6 +76,15 @@ def test_ece_hand_example():
     assert expected_calibration_error(conf, correct, 1) == pytest.approx(0.175)
     # perfectly calibrated: confidence 1 and right, 0 and wrong
     assert expected_calibration_error([1.0, 0.0], [True, False], 10) == pytest.approx(0.0)
+
+
+def test_ece_if_calibrated_matches_the_binomial_by_hand():
+    # ten notes at confidence 0.9, all in one bin: ECE = |k/10 - 0.9| with k ~ Binomial(10, 0.9)
+    by_hand = sum(math.comb(10, k) * 0.9**k * 0.1 ** (10 - k) * abs(k / 10 - 0.9) for k in range(11))
+    assert ece_if_calibrated([0.9] * 10, draws=20000)["mean"] == pytest.approx(by_hand, abs=0.003)
+    # certain notes leave nothing to chance; many notes shrink the reference
+    assert ece_if_calibrated([1.0, 0.0, 1.0])["mean"] == 0.0
+    assert ece_if_calibrated([0.9] * 1000)["mean"] < ece_if_calibrated([0.9] * 10)["mean"] / 5
 
 
 def test_reliability_bins():
@@ -244,6 +254,24 @@ def test_gold_text_resolves_as_label_does(tmp_path):
     res = evaluate_labels(recs, read_gold(truth))
     assert (res["accuracy"]["correct"], res["accuracy"]["n"]) == (1, 1)
     assert _match_label("1 1 5 8.", [Candidate(f"nm{j}", t) for j, t in enumerate(texts)]) == "nm1"
+
+
+def test_review_answers_file_reads_as_label_and_review_read_it(tmp_path):
+    # gold.jsonl from `disamb review`: the last answer for a note is the reviewer's correction, as in
+    # answers.read_answers; a repeated id in any other gold file is still reported
+    from disamb.answers import append_answer, read_answers
+
+    gold = tmp_path / "gold.jsonl"
+    for note_id, label_id in (("n", "nm0"), ("p", "pm0"), ("n", "nm1"), ("p", None)):
+        append_answer(gold, note_id, label_id)
+    read = read_gold(gold)
+    assert read.problems == []
+    assert {k: (e.label_id, e.not_in_window) for k, e in read.entries.items()} == {
+        k: (a.label_id, a.label_id is None) for k, a in read_answers(gold).items()}
+    assert read.entries["n"].label_id == "nm1" and read.entries["p"].not_in_window
+    truth = write_jsonl(tmp_path / "truth.jsonl", [{"id": "n", "label_id": "a"}, {"id": "n", "label_id": "b"}])
+    again = read_gold(truth)
+    assert again.entries["n"].label_id == "a" and "duplicate gold id" in again.problems[0]
 
 
 # ---------------------------------------------------------------- the CLI

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from disamb import answers, match, review
 from disamb.chats import Candidate, VoiceNote
 from disamb.cli import app
-from disamb.answers import GoldFileError, append_answer, apply_gold_file, read_gold
+from disamb.answers import GoldFileError, append_answer, apply_gold_file, read_answers
 from disamb.review import (
     LabelsFileError,
     RefitError,
@@ -253,9 +253,9 @@ def test_labeller_accuracy_counts_agreement_with_answers(data):
 def test_torn_last_line_is_ignored_and_not_glued_to_the_next_answer(tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"id": "a", "label_id": "x", "ts": "t"}\n{"id": "b", "lab', "utf-8")
-    assert list(read_gold(gold)) == ["a"]
+    assert list(read_answers(gold)) == ["a"]
     append_answer(gold, "c", None)
-    answers = read_gold(gold)
+    answers = read_answers(gold)
     assert list(answers) == ["a", "c"] and answers["c"].label_id is None
 
 
@@ -263,10 +263,10 @@ def test_a_broken_line_in_the_middle_is_an_error_with_its_line_number(tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"id": "a", "label_id": null}\nnot json\n{"id": "b", "label_id": null}\n', "utf-8")
     with pytest.raises(GoldFileError, match=r"gold.jsonl:2:"):
-        read_gold(gold)
+        read_answers(gold)
     gold.write_text('{"id": "a", "label_id": 3}\n', "utf-8")
     with pytest.raises(GoldFileError, match=r"label_id"):
-        read_gold(gold)
+        read_answers(gold)
 
 
 def test_bad_answers_are_refused(data):
