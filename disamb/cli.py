@@ -72,8 +72,13 @@ def label(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --engine ray: actors, each holding one model (default 1)."),
     gpus_per_worker: Optional[float] = typer.Option(None, "--num-gpus-per-worker", min=0.0, help="With --engine ray: GPUs per actor (e.g. 1, or 0.25 to share one)."),
     shards: Optional[int] = typer.Option(None, "--shards", min=1, help="Also write the labels as N files OUTPUT-0000i-of-0000N.jsonl (input order)."),
+    adapt: bool = typer.Option(False, "--adapt/--no-adapt", help="Then adapt the encoder to these recordings (cross-fitted, see README) and label again with it."),
+    adapt_epochs: int = typer.Option(2, "--adapt-epochs", min=1, max=20, help="With --adapt: passes over the notes per adapter."),
+    adapt_folds: int = typer.Option(2, "--adapt-folds", min=2, max=10, help="With --adapt: adapters, each scoring the notes it did not train on."),
+    adapt_rounds: int = typer.Option(1, "--adapt-rounds", min=1, max=5, help="With --adapt: label-adapt-relabel rounds at most (stops when the gold log-loss stops falling)."),
 ) -> None:
     """Label every voice note with the chat message it says."""
+    from .adapt import AdaptOptions, AdapterError
     from .chats import InputFileError, read_notes
     from .clips import ClipOptions, StageTimes
     from .label import MatchOptions
@@ -130,9 +135,12 @@ def label(
                 if engine == "ray":
                     job = RayJob(model, device, compute, address, workers, gpus_per_worker)
                     outcomes = _ray_clips(job, read.notes, options, cache.root, lm.key, advance, times)
+                adapt_options = AdaptOptions(folds=adapt_folds, epochs=adapt_epochs, rounds=adapt_rounds) if adapt else None
                 run = label_all(lm, read.notes, options, match_options, cache.root, on_done=advance,
-                                outcomes=outcomes, times=times)
+                                outcomes=outcomes, times=times, adapt=adapt_options)
             records, summary, matcher_used = run.records, run.summary, run.matcher
+        except AdapterError as e:
+            fail(str(e))
         except OSError as e:
             fail(f"{cache.root}: cannot write the cache ({e.strerror or e}); use --cache-dir elsewhere or --no-cache")
         except MatcherError as e:

@@ -90,6 +90,14 @@ def label_table(d: dict) -> Table:
     if d["window_prior"]:
         shares = " ".join(f"{x:.0%}" for x in d["window_prior"]["position"])
         table.add_row("answers by window position (learned)", shares)
+    for r in d.get("adapt") or []:
+        losses = "; ".join(f"fold {f['fold']}: " + " ".join(f"{x:.3g}" for x in f["epoch_losses"])
+                           + (" (reused)" if f["reused"] else "") for f in r["folds"])
+        table.add_row(f"adapt round {r['round']}: training loss per epoch", losses)
+        if r["gold_accuracy_before"] is not None:
+            after = "n/a" if r["gold_accuracy_after"] is None else f"{r['gold_accuracy_after']:.3f}"
+            table.add_row(f"adapt round {r['round']}: accuracy on gold", f"{r['gold_accuracy_before']:.3f} → {after}")
+        table.add_row(f"adapt round {r['round']}: time", f"{r['seconds']:.0f} s")
     table.add_row("model", f"{d['model']} on {d['device']}")
     table.add_row("written", d["output"])
     return table

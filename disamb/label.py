@@ -57,6 +57,7 @@ class Summary:
     cv_accuracy: float | None = None
     matcher_losses: dict | None = None  # cross-validated log-loss on gold of each choice
     window_prior: dict | None = None  # estimated share of answers per position and gap bin
+    adapt: list[dict] | None = None  # --adapt: per round, training losses, gold before/after, seconds
     remarks: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -97,8 +98,12 @@ def label_notes(
     options: MatchOptions,
     prior: dict[str, tuple[float, int]] | None = None,
     truncated: frozenset[str] = frozenset(),
+    priors_by_note: dict[str, dict[str, tuple[float, int]]] | None = None,
 ) -> tuple[list[dict], Summary, match.Matcher]:
     """Labels for all notes (input order), the run summary and the matcher used.
+
+    `priors_by_note` (note id -> text priors) replaces `prior` for the notes it names:
+    cross-fitted adaptation (adapt.py) scores each fold with its own model.
 
     `truncated`: candidate texts that were cut to fit the decoder context when scored
     (see truncated_texts); their records say so, the text itself stays whole.
@@ -113,7 +118,8 @@ def label_notes(
         if silent:  # silence, noise or music: every candidate would get a confident but meaningless label
             scored.append(_Note(note, None, [], oc.result, silent))
             continue
-        X, feats = candidate_features(note, oc.result, prior)
+        note_prior = priors_by_note.get(note.id, prior) if priors_by_note is not None else prior
+        X, feats = candidate_features(note, oc.result, note_prior)
         scored.append(_Note(note, X, feats, oc.result, None, slots(note), match.dominant(X)))
     ok = [s for s in scored if s.X is not None and len(s.note.candidates) > 0]
     summary = Summary(notes=len(notes), errors=len(scored) - len(ok))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import match
+from .adapt import AdaptOptions, adapt_and_relabel
 from .cache import ClipCache
 from .chats import VoiceNote
 from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
@@ -39,11 +40,17 @@ def label_all(
     on_done: Callable[[int], None] | None = None,
     outcomes: dict[str, ClipOutcome] | None = None,
     times: StageTimes | None = None,
+    adapt: AdaptOptions | None = None,
+    on_adapt_step: Callable[[int], None] | None = None,
 ) -> LabelRun:
     """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage.
 
     The priors come first: score mode's sure test needs them as much as the matcher.
     That test asks the shipped matcher (also with --matcher), handed to the clip stage here.
+    With `adapt`, the labels then train cross-fitted encoder adapters and every note is
+    scored, transcribed and matched again with the adapter that did not see it (adapt.py);
+    the records, summary and outcomes returned are those of the adapted run (its priors
+    differ per fold, so `prior` is then None).
     """
     clip_options = clip_options or ClipOptions()
     match_options = match_options or MatchOptions()
@@ -61,4 +68,11 @@ def label_all(
     records, summary, matcher = label_notes(notes, outcomes, match_options, matched_prior,
                                             truncated=truncated_texts(lm, notes))
     times.matching += time.perf_counter() - t1
+    if adapt is not None:
+        done = adapt_and_relabel(lm, notes, records, summary, clip_options, match_options, cache_root, adapt,
+                                 on_step=on_adapt_step)
+        if done.matcher is not None:  # else the gold preferred the unadapted labels (a remark says so)
+            records, summary, matcher, outcomes = done.records, done.summary, done.matcher, done.outcomes
+            matched_prior = None
+        summary.adapt = [r.as_dict() for r in done.rounds]
     return LabelRun(records, summary, matcher, outcomes, times, matched_prior)

@@ -1,0 +1,166 @@
+"""`disamb label --adapt` against `disamb label` on the benchmark families.
+
+Per family (the first --notes voice notes of benchmarks/families.py's data), the same
+run with and without cross-fitted encoder adaptation (disamb/adapt.py), measured on
+the notes that are not gold and whose truth is in the window:
+
+    accuracy        the label is the truth
+    ece             expected calibration error of the labelled notes' confidence
+    pmi_top1        the candidate with the highest PMI (lik_prior) is the truth: the raw evidence
+    wer             word error rate of the transcript against what was spoken (both normalised)
+
+and the training cost: seconds per 100 clips per epoch (training only, summed over folds),
+and the whole adaptation's wall time (training, rescoring, priors, transcription).
+
+Variants (--variants): full (LayerNorms + LoRA, soft targets), ln (LayerNorms only),
+hard (only notes the matcher is at least 0.9 sure of, one-hot).
+
+Usage: python benchmarks/adapt.py --data /work/bench-data --families codes-phone,chat-early-espeak \
+           --notes 60 --epochs 2 [--variants full,ln,hard] [--build-notes N] [--out benchmarks/results/adapt.json]
+The per-clip cache lives in DATA/cache (shared with benchmarks/accuracy.py: the base
+model's clips are reused); the adapters go to DATA/cache/adapters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.families import FAMILIES, build  # noqa: E402
+from disamb.adapt import AdaptOptions, adapt_and_relabel  # noqa: E402
+from disamb.chats import read_notes  # noqa: E402
+from disamb.clips import ClipOptions  # noqa: E402
+from disamb.evaluate import expected_calibration_error  # noqa: E402
+from disamb.label import MatchOptions  # noqa: E402
+from disamb.models import load_model  # noqa: E402
+from disamb.pipeline import label_all  # noqa: E402
+from disamb.textsim import normalize  # noqa: E402
+
+VARIANTS = {
+    "full": AdaptOptions(),
+    "ln": AdaptOptions(lora=False),
+    "hard": AdaptOptions(hard=True),
+}
+
+
+def read_truth(folder: Path) -> dict[str, dict]:
+    return {t["id"]: t for t in map(json.loads, (folder / "truth.jsonl").read_text("utf-8").splitlines())}
+
+
+def wer(reference: str, hypothesis: str | None) -> float:
+    ref, hyp = normalize(reference).split(), normalize(hypothesis or "").split()
+    return Levenshtein.distance(ref, hyp) / max(1, len(ref))
+
+
+def measure(notes, records: list[dict], truth: dict[str, dict]) -> dict:
+    """The figures of one run on the notes that are not gold and whose truth is in the window."""
+    right, conf, labelled_right, pmi_right, wers = [], [], [], [], []
+    for note, rec in zip(notes, records):
+        t = truth[note.id]
+        if note.has_gold or not t.get("in_window", t["label_id"] is not None):
+            continue
+        ok = rec["label_id"] == t["label_id"]
+        right.append(ok)
+        if rec["label_id"] is not None:
+            conf.append(rec["confidence"])
+            labelled_right.append(ok)
+        cands = rec["candidates"]
+        if cands and all("features" in c for c in cands):
+            best = max(cands, key=lambda c: c["features"].get("lik_prior", -1e9))
+            pmi_right.append(best["id"] == t["label_id"])
+        else:
+            pmi_right.append(False)
+        wers.append(wer(t["spoken"], rec["transcript"]))
+    return {
+        "n": len(right),
+        "accuracy": round(float(np.mean(right)), 4),
+        "errors": int(len(right) - sum(right)),
+        "ece": round(float(expected_calibration_error(conf, labelled_right)), 4),
+        "pmi_top1": round(float(np.mean(pmi_right)), 4),
+        "wer": round(float(np.mean(wers)), 4),
+    }
+
+
+def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epochs: int, folds: int,
+               build_notes: int | None = None) -> dict:
+    folder = data / "families" / name
+    if not (folder / "truth.jsonl").is_file():
+        config = replace(FAMILIES[name], n_notes=build_notes) if build_notes else None
+        folder = build(name, data / "families", config)
+    truth = read_truth(folder)
+    notes = read_notes(folder / "chats.jsonl", folder / "recordings").notes[:n_notes]
+    cache = data / "cache"
+    t0 = time.perf_counter()
+    base = label_all(lm, notes, ClipOptions(), MatchOptions(), cache)
+    out = {"notes": len(notes), "gold": sum(n.has_gold for n in notes), "label_seconds": round(time.perf_counter() - t0, 1),
+           "without": measure(notes, base.records, truth)}
+    print(f"{name}: without {out['without']}", flush=True)
+    for v in variants:
+        opts = AdaptOptions(**{**VARIANTS[v].__dict__, "epochs": epochs, "folds": folds})
+        t1 = time.perf_counter()
+        done = adapt_and_relabel(lm, notes, base.records, base.summary, ClipOptions(), MatchOptions(), cache, opts)
+        wall = time.perf_counter() - t1
+        adapters = done.rounds[0].adapters
+        trained = [a for a in adapters if not a.reused]
+        clip_epochs = sum(len(a.train_ids) for a in trained) * epochs
+        row = measure(notes, done.rounds[0].records, truth)  # round 1's labels, kept by the gold or not
+        row.update(
+            adapt_seconds=round(wall, 1),
+            train_s_per_100_clips_epoch=round(100 * sum(a.seconds for a in trained) / clip_epochs, 1) if clip_epochs else None,
+            epoch_losses=[[round(x, 3) for x in a.epoch_losses] for a in adapters],
+            reused=[a.reused for a in adapters],
+            kept_by_gold=done.rounds[0].kept,
+        )
+        out[v] = row
+        print(f"{name}: {v} {row}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "bench-data")
+    ap.add_argument("--families", default="codes-phone,chat-early-espeak")
+    ap.add_argument("--notes", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--variants", default="full")
+    ap.add_argument("--build-notes", type=int, help="a family not built yet under DATA/families is built with this many notes")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "adapt.json")
+    args = ap.parse_args()
+    names = [n for n in args.families.split(",") if n]
+    unknown = [n for n in names if n not in FAMILIES]
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown or any(v not in VARIANTS for v in variants):
+        sys.exit(f"unknown family or variant: {unknown or variants}; families: {', '.join(FAMILIES)}; variants: {', '.join(VARIANTS)}")
+    lm = load_model("tiny.en", "cpu")
+    result = {
+        "command": " ".join(["python", "benchmarks/adapt.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch threads {__import__('torch').get_num_threads()}",
+        "model": lm.key, "notes_per_family": args.notes, "epochs": args.epochs, "folds": args.folds,
+        "families": {},
+    }
+    previous = json.loads(args.out.read_text("utf-8")) if args.out.is_file() else {}
+    for name in names:
+        result["families"][name] = run_family(name, args.data, lm, args.notes, variants, args.epochs, args.folds,
+                                              args.build_notes)
+        result["families"][name]["command"] = result["command"]
+        merged = {**previous, **result, "families": {**previous.get("families", {}), **result["families"]}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
