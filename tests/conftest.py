@@ -32,6 +32,18 @@ def tiny_model_f32():
     return load_model("tiny.en", "cpu", compute="float32")
 
 
+def default_sigint() -> None:
+    """preexec_fn for a child that is sent SIGINT: give it the default disposition.
+
+    A shell without job control starts background commands (`bash .ci/run &`, nohup)
+    with SIGINT ignored, children inherit that, and Python then never raises
+    KeyboardInterrupt: the interrupt tests would test the launcher, not disamb.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def speak(text: str, out: Path, voice: str = "en-us", speed: int = 150) -> Path:
     """Synthesise `text` with espeak-ng into `out` (wav, or any format ffmpeg writes)."""
     wav = out.with_suffix(".espeak.wav")

@@ -19,7 +19,7 @@ import pytest
 from disamb.cache import ClipCache
 from disamb.chats import read_notes
 from disamb.clips import ClipOptions, StageTimes, _prepare
-from tests.conftest import speak
+from tests.conftest import default_sigint, speak
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,7 +187,8 @@ def test_interrupt_during_a_stuck_decode_stops_within_seconds(tmp_path, sig, cod
     args = ["label", str(rec), str(tmp_path / "chats.jsonl"), "-o", str(tmp_path / "labels.jsonl"),
             "--cache-dir", str(cache), "--batch-size", "1", "-q", "--json"]
     proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300
         while len(list(cache.rglob("*.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:

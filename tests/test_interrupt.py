@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import speak
+from tests.conftest import default_sigint, speak
 
 ROOT = Path(__file__).resolve().parents[1]
 PHRASES = [
@@ -60,7 +60,8 @@ def test_interrupted_run_keeps_old_output_and_resumes(notes_dir, tmp_path, sig, 
     cache = tmp_path / "cache"
     args = ("label", notes_dir / "rec", notes_dir / "chats.jsonl", "-o", out, "--cache-dir", cache,
             "--batch-size", BATCH, "-q", "--json")
-    proc = subprocess.Popen(cli(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300
         while len(cache_entries(cache)) < 2 and proc.poll() is None and time.monotonic() < deadline:
