@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from disamb.cache import ClipCache  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
-from disamb.clips import ClipOptions, run_clips  # noqa: E402
+from disamb.clips import ClipOptions, run_clips, text_priors  # noqa: E402
 from disamb.label import MatchOptions, label_notes  # noqa: E402
+from disamb.match import default_matcher  # noqa: E402
 from disamb.models import load_model  # noqa: E402
 from disamb.classes import class_key  # noqa: E402
 from disamb.combine import fit_text_classifier  # noqa: E402
@@ -84,7 +85,10 @@ def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "ful
         if done[0] % 20 == 0 or done[0] == len(read.notes):
             print(f"  clips {done[0]}/{len(read.notes)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
-    outcomes = run_clips(lm, read.notes, ClipOptions(mode=mode), cache, on_done=tick)
+    # as `disamb label` runs the clip stage: score mode's sure test asks the shipped matcher, with the priors
+    prior = text_priors(lm, read.notes, out / "cache") if mode == "score" else None
+    sure = default_matcher() if mode == "score" else None
+    outcomes = run_clips(lm, read.notes, ClipOptions(mode=mode), cache, on_done=tick, prior=prior, sure_matcher=sure)
     return read.notes, truth, outcomes, data_dir
 
 
