@@ -35,7 +35,7 @@ from .textclass import (
 )
 from .train import (
     META_FILE, WEIGHTS_FILE, Classifier, Dataset, ModelFileError, TrainError, TrainOptions, _objective_rows,
-    cc_terms, ce_terms, multihot_mse_terms, proden_terms, proden_update, split_holdout, train,
+    proden_update, recipe_total, split_holdout, train,
 )
 
 FEATURES = TEXT_FEATURES + ("head",)
@@ -136,18 +136,7 @@ def fit_combiner(feats: np.ndarray, ok: np.ndarray, data: Dataset, opts: TrainOp
         for _ in range(epochs):
             optim.zero_grad()
             z = logits()
-            total = z.new_zeros(())
-            if len(ce_rows):
-                total = total + (ce_terms(z[ce_rows], target[ce_rows]) * ce_w).sum()
-            if len(set_rows):
-                zs, m = z[set_rows], mask[set_rows] & okt[set_rows]
-                if opts.loss == "proden":
-                    terms = proden_terms(zs, weights)
-                elif opts.loss == "cc":
-                    terms = cc_terms(zs, m)
-                else:
-                    terms = multihot_mse_terms(zs, m)
-                total = total + (terms * set_w).sum()
+            total = recipe_total(z, target, mask & okt, ce_rows, ce_w, set_rows, set_w, weights, opts.loss)
             loss = total / norm + bias_decay * (bias ** 2).mean()
             loss.backward()
             optim.step()

@@ -374,6 +374,25 @@ def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
     return TrainResult(clf, [data.ids[i] for i in holdout], best_epoch, epoch, hold_acc, rows_used, history)
 
 
+def recipe_total(logits, target, mask, ce_rows, ce_w, set_rows, set_w, weights, loss: str) -> torch.Tensor:
+    """The recipe's summed, weighted loss: cross-entropy on the labelled rows plus the
+    partial-label loss (`loss`: proden, cc or mse) through the candidate sets of the rest.
+    Shared by the head and the text-scoring combination (combine.py)."""
+    total = logits.new_zeros(())
+    if len(ce_rows):
+        total = total + (ce_terms(logits[ce_rows], target[ce_rows]) * ce_w).sum()
+    if len(set_rows):
+        z, m = logits[set_rows], mask[set_rows]
+        if loss == "proden":
+            terms = proden_terms(z, weights)
+        elif loss == "cc":
+            terms = cc_terms(z, m)
+        else:
+            terms = multihot_mse_terms(z, m)
+        total = total + (terms * set_w).sum()
+    return total
+
+
 def _fit(X, target, mask, ce_rows, ce_w, set_rows, set_w, weights, hold_rows, C: int, opts: TrainOptions,
          on_epoch: Callable[[EpochInfo], None] | None) -> tuple[nn.Sequential, list[EpochInfo], int, int]:
     """The epoch loop: one full-batch Adam step, PRODEN re-weighting, held-out check, early stop."""
@@ -389,18 +408,7 @@ def _fit(X, target, mask, ce_rows, ce_w, set_rows, set_w, weights, hold_rows, C:
             head.train()
             optim.zero_grad()
             logits = head(X)
-            total = logits.new_zeros(())
-            if len(ce_rows):
-                total = total + (ce_terms(logits[ce_rows], target[ce_rows]) * ce_w).sum()
-            if len(set_rows):
-                z, m = logits[set_rows], mask[set_rows]
-                if opts.loss == "proden":
-                    terms = proden_terms(z, weights)
-                elif opts.loss == "cc":
-                    terms = cc_terms(z, m)
-                else:
-                    terms = multihot_mse_terms(z, m)
-                total = total + (terms * set_w).sum()
+            total = recipe_total(logits, target, mask, ce_rows, ce_w, set_rows, set_w, weights, opts.loss)
             # Normalise by the summed weights so the learning rate means the same at any size.
             norm = float(ce_w.sum() + set_w.sum()) if n_terms else 1.0
             loss = total / max(norm, 1e-12)
