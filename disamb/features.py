@@ -59,7 +59,7 @@ def candidate_features(
     note: VoiceNote, clip: ClipResult, prior: dict[str, tuple[float, int]] | None
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
     """One row of FEATURES per candidate, plus every feature as a dict for labels.jsonl."""
-    best = [_best_scores(cand.text, clip, prior) for cand in note.candidates]
+    best = [best_scores(cand.text, clip, prior) for cand in note.candidates]
     transcript = clip.transcript
     if transcript is None:
         # --mode score skipped transcription because the likelihood was sure: compare
@@ -116,7 +116,7 @@ def _gap_seconds(note: VoiceNote, j: int) -> float:
     return max(-86400.0, min(86400.0, gap))
 
 
-def _best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]] | None):
+def best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]] | None):
     """(summed log-lik, PMI, PMI as typed, rendering) of a candidate.
 
     Each statistic takes its own best rendering, since we cannot know how the speaker

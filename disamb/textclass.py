@@ -6,7 +6,7 @@ closed-class benchmark it fell from the labeller's 0.83-0.87 to 0.72-0.76 on voi
 never heard. The decoder already knows how to read words from any voice, so every class
 text is scored against the clip the way labelling scores a candidate: teacher-forced
 log-likelihood of each typed variant's spoken renderings, best one kept, minus the same
-text's likelihood under silent audio (PMI, `clips.text_priors`; `features._best_scores`
+text's likelihood under silent audio (PMI, `clips.text_priors`; `features.best_scores`
 is the one definition both use). Scores go through `clips.run_clips` (mode "none"), so
 they come from and go to the per-clip cache: after `disamb label` a clip already holds
 the renderings of its own candidates, and a rerun of train or predict scores nothing.
@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import evaluate
 from .cache import ClipCache, ClipResult
 from .chats import Candidate, VoiceNote
 from .classes import ClassSet
 from .clips import ClipOptions, run_clips, text_priors
-from .features import _best_scores
+from .features import best_scores
 from .textsim import normalize
 
 MAX_VARIANTS = 3  # typed variants scored per class, most common first: each costs 1-3 decoder passes
@@ -126,7 +127,7 @@ def text_features(results: list[ClipResult | None], variants: list[list[str]],
                 continue
             best = None
             for v, nc in zip(vs, chars[k]):
-                total, pmi, _, r = _best_scores(v, res, prior)
+                total, pmi, _, r = best_scores(v, res, prior)
                 if not r:
                     continue  # none of its renderings scored on this clip
                 if best is None or pmi > best[0]:
@@ -149,14 +150,8 @@ def softmax_masked(z: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def expected_calibration_error(proba: np.ndarray, true: np.ndarray, bins: int = 10) -> float:
-    """ECE of the top class: |accuracy − mean confidence| per equal-width bin, weighted by size."""
-    conf = proba.max(1)
-    right = proba.argmax(1) == np.asarray(true)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += sel.mean() * abs(right[sel].mean() - conf[sel].mean())
-    return float(total) if len(conf) else math.nan
+    """ECE of the top class (`evaluate.expected_calibration_error` on each row's top
+    probability and whether it is `true`); NaN for no rows."""
+    if not len(proba):
+        return math.nan
+    return evaluate.expected_calibration_error(proba.max(1), proba.argmax(1) == np.asarray(true), bins)
