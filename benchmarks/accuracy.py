@@ -45,7 +45,7 @@ from benchmarks.families import FAMILIES, build  # noqa: E402
 from benchmarks.synth import HARD, make_dataset  # noqa: E402
 from disamb import match, window_prior  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
-from disamb.evaluate import ece_if_calibrated, expected_calibration_error  # noqa: E402
+from disamb.metrics import ece_if_calibrated, expected_calibration_error  # noqa: E402
 from disamb.features import FEATURES, candidate_features, slots  # noqa: E402
 from disamb.label import MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402

@@ -426,7 +426,8 @@ def review(
     save_matcher: Optional[Path] = typer.Option(None, "--save-matcher", help="Write the matcher here each time the page refits it."),
 ) -> None:
     """Confirm labels in a local web page, hardest notes first; answers grow the gold set."""
-    from .review import ORDERS, ReviewError, Session, bind, is_loopback, make_server, url_for
+    from .review import ORDERS, ReviewError, Session
+    from .review_server import bind, is_loopback, make_server, url_for
 
     check_recordings(recordings)
     if order not in ORDERS:
