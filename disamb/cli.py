@@ -14,14 +14,14 @@ import typer
 
 from . import __version__
 from .cli_common import (
-    Adapt, AdaptEpochs, AdaptFolds, AdaptRounds, Address, Assign, AudioCtx, BeamSize, CacheDir, Compute, Device, Engine,
-    GoldAnswers, GpusPerWorker, MatcherIn, MinConfidence, Model, NoCache, PositionPrior, Prior, Quiet, Refit, RescoreTop,
-    SaveMatcher, Shards, SummaryJson, TargetPrecision, TextScoring, TrainAudioCtx, TrainBeamSize, TrainCompute,
-    TrainModel, TrainWindow, Window, Workers, apply_gold_answers, check_choice, check_ffmpeg, check_label_outputs,
-    check_recordings, check_recordings_and_context, check_writable, embed_with_progress, err, eval_model,
-    exit_on_interrupt, fail, load_trained_encoder, load_whisper, open_cache, out, prepare_model_folder, print_json,
-    print_line_errors, print_summary, ray_clips, ray_job, read_labels_file, read_voice_notes, say,
-    sigterm_as_interrupt, write_label_outputs,
+    Adapt, AdaptEpochs, AdaptFolds, AdaptRounds, Address, Assign, AudioCtx, BeamSize, CacheDir, Compute, Device,
+    Engine, GoldAnswers, GpusPerWorker, MatcherIn, MinConfidence, Model, NoCache, PositionPrior, Prior, Quiet, Refit,
+    RescoreTop, SaveMatcher, Shards, SummaryJson, TargetPrecision, TextScoring, TrainAudioCtx, TrainBeamSize,
+    TrainCompute, TrainModel, TrainWindow, Window, Workers, apply_gold_answers, check_choice, check_ffmpeg,
+    check_label_outputs, check_recordings, check_recordings_and_context, check_writable, embed_with_progress, err,
+    eval_model, exit_on_interrupt, fail, label_stopped, load_trained_encoder, load_whisper, open_cache, out,
+    prepare_model_folder, print_json, print_line_errors, print_summary, ray_clips, ray_job, read_labels_file,
+    read_voice_notes, say, sigterm_as_interrupt, write_label_outputs,
 )
 from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, train_table
 
@@ -128,12 +128,7 @@ def label(
         run.summary.short_windows = read.n_short_windows
         shard_files = write_label_outputs(output, run.records, shards, run.matcher, save_matcher)
     except KeyboardInterrupt:
-        what = "SIGTERM" if stopped_by else "interrupted"
-        say(
-            f"{what}: stopped; previous output {output} is intact (nothing partial written); "
-            f"{times.clips_computed} clips computed in this run are cached, rerun the same command to resume"
-        )
-        raise typer.Exit(143 if stopped_by else 130)
+        label_stopped(output, times.clips_computed, stopped_by)
     for r, note in zip(run.records, read.notes):  # records come in input order
         if r.get("error"):
             say(f"{chats}:{note.line}: {r['file']}: {r['error']}", "not labelled")

@@ -1,8 +1,11 @@
-"""What every command shares: the consoles, one-line messages and exits, the checks made
-before work starts, and the openers of the cache and the model.
+"""What the commands share: their options (declared once, as Annotated types), the
+consoles, one-line messages and exits, the checks made before work starts, the openers of
+the cache and the model, and one helper for each step that several commands (or one long
+command) take: reading notes and labels, the trained encoder, Ctrl-C, label's outputs and
+Ray job, eval --model.
 
-Kept apart from cli.py so that each command there reads as options in, one library call,
-results out.
+Kept apart from cli.py so that each command there reads as options in, one library call
+per step, results out, on one screen.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ def check_writable(path: Path, inputs=()) -> None:
 
 
 def check_recordings(recordings: Path) -> None:
+    """Every command that reads recordings refuses a path that is not a folder, alike."""
     if not recordings.is_dir():
         fail(f"{recordings}: not a folder of recordings")
 
@@ -320,6 +324,16 @@ def sigterm_as_interrupt() -> list[int]:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return stopped_by
+
+
+def label_stopped(output: Path, clips_computed: int, stopped_by: list[int]) -> None:
+    """Ctrl-C or SIGTERM during `label`: say what is kept and exit 130 (143 for SIGTERM)."""
+    what = "SIGTERM" if stopped_by else "interrupted"
+    say(
+        f"{what}: stopped; previous output {output} is intact (nothing partial written); "
+        f"{clips_computed} clips computed in this run are cached, rerun the same command to resume"
+    )
+    raise typer.Exit(143 if stopped_by else 130)
 
 
 def ray_clips(job: RayJob, notes, options, cache_root, model_key, advance, times):
