@@ -64,6 +64,13 @@ def test_typed_variants_that_say_the_same_merge_and_the_commonest_names_the_clas
     typos = build_classes(["running late", "runing late", "Running late!", "loev you", "love you 🙂"], min_count=2)
     assert typos.classes == ["love you", "running late"]
     assert typos.variants["running late"] == {"running late": 1, "runing late": 1, "Running late!": 1}
+    # filler words a typist adds do not make a class of their own (they were near-copies the
+    # classifier lost recordings to); a text of fillers only keeps its words
+    fillers = build_classes(["happy birthday", "happy birthday okay", "Happy birthday pls!", "thanks", "ok thanks",
+                             "code 4712"], min_count=1)
+    assert fillers.classes == ["4712", "happy birthday", "okay thanks", "thanks"]  # normalised spelling
+    assert fillers.counts["happy birthday"] == 3
+    assert fillers.names["4712"] == "code 4712"
 
 
 def test_classes_file_errors(tmp_path):
