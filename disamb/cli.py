@@ -18,7 +18,7 @@ from . import __version__
 from .cli_common import (CacheDir, Device, NoCache, Quiet, SummaryJson, check_choice, check_recordings_and_context,
                          check_writable, embed_with_progress, err, fail, load_whisper, open_cache, out,
                          print_json, print_line_errors, say)
-from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, train_table
+from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, stage_bars, train_table
 
 app = typer.Typer(
     add_completion=False,
@@ -137,7 +137,7 @@ def label(
                     outcomes = _ray_clips(job, read.notes, options, cache.root, lm.key, advance, times)
                 adapt_options = AdaptOptions(folds=adapt_folds, epochs=adapt_epochs, rounds=adapt_rounds) if adapt else None
                 run = label_all(lm, read.notes, options, match_options, cache.root, on_done=advance,
-                                outcomes=outcomes, times=times, adapt=adapt_options)
+                                outcomes=outcomes, times=times, adapt=adapt_options, on_adapt_progress=advance.stage)
             records, summary, matcher_used = run.records, run.summary, run.matcher
         except AdapterError as e:
             fail(str(e))
@@ -315,7 +315,7 @@ def _eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_
     notes, path_errors = model_notes(records, gold, recordings)
     held = set(clf.meta.get("holdout_ids") or [])
     wanted = notes if cv is not None else [n for n in notes if n.has_gold and n.id in held]
-    lm = load_whisper(encoder.get("name") or "tiny.en", device, trained_compute(encoder))
+    lm = _with_model_adapter(model_dir, encoder, load_whisper(encoder.get("name") or "tiny.en", device, trained_compute(encoder)))
     cache = open_cache(cache_dir, no_cache)
     options = ClipOptions(beam_size=encoder.get("beam_size"), audio_ctx=encoder.get("audio_ctx") or "auto")
     embs, clip_errors = embed_with_progress(lm, wanted, options, cache, quiet, "interrupted: finished clips are cached")
@@ -353,6 +353,8 @@ def train_command(
     holdout: float = typer.Option(0.3, "--holdout", min=0.0, max=0.9, help="Share of gold notes held out for early stopping and selection."),
     text_scoring: bool = typer.Option(True, "--text-scoring/--head-only", help="Combine the head with the decoder's score of every class text (default), or train the head alone."),
     rescore_top: Optional[int] = typer.Option(None, "--rescore-top", min=1, help="Score only the head's top K classes with the decoder (default: every class)."),
+    adapt: bool = typer.Option(False, "--adapt/--no-adapt", help="First adapt the encoder to these recordings (one adapter on every labelled note, stored in the model folder; predict applies it)."),
+    adapt_epochs: int = typer.Option(2, "--adapt-epochs", min=1, max=20, help="With --adapt: passes over the notes."),
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -368,6 +370,8 @@ def train_command(
         read_class_file,
     )
     from .gold import read_labels
+    from .adapt import AdaptOptions
+    from .model_adapter import adapter_meta, store_model_adapter
 
     check_recordings_and_context(recordings, audio_ctx)
     check_choice("--head", head, ("linear", "mlp"))
@@ -398,6 +402,8 @@ def train_command(
     lm = load_whisper(model, device, compute)
     cache = open_cache(cache_dir, no_cache)
     clip_options = ClipOptions(beam_size=beam_size, audio_ctx=audio_ctx)
+    base_key = lm.key
+    lm, adapter = _adapt_encoder(lm, read.notes, records, clip_options, cache, adapt_epochs, quiet or as_json) if adapt else (lm, None)
     embs, clip_errors = embed_with_progress(lm, read.notes, clip_options, cache, quiet or as_json,
                                             "interrupted: nothing written; finished clips are cached")
 
@@ -411,16 +417,15 @@ def train_command(
         loss=loss or default_loss(data), head=head, hidden=hidden, gold_weight=gold_weight,
         confidence_weight=confidence_weight, epochs=epochs, lr=lr, seed=seed, holdout=holdout,
     )
-    encoder = {"name": model, "key": lm.key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
-               "window": window}
+    encoder = {"name": model, "key": base_key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
+               "window": window} | ({"adapter": adapter_meta(adapter, AdaptOptions(epochs=adapt_epochs))} if adapter else {})
     result = _fit_head(data, options, encoder, quiet or as_json)
     text = None
     if text_scoring:
         text = _fit_text_scoring(result.classifier, data, options, lm, read.notes, clip_options, cache, rescore_top,
                                  quiet or as_json)
-        text.classifier.save(output)
-    else:
-        result.classifier.save(output)
+    store_model_adapter(output, adapter)  # first: a model.json naming an adapter never meets an older file
+    (result.classifier if text is None else text.classifier).save(output)
 
     summary = {
         "notes": len(read.notes),
@@ -444,6 +449,7 @@ def train_command(
             "classes_scored_per_clip": round(text.scored_per_clip, 1), "rescore_top": rescore_top,
         },
         "model": lm.key,
+        "adapter": encoder.get("adapter"),
         "output": str(output),
     }
     if as_json:
@@ -467,6 +473,33 @@ def _fit_text_scoring(head, data, options, lm, notes, clip_options, cache, resco
     except KeyboardInterrupt:
         say("interrupted: nothing written; scored clips are cached")
         raise typer.Exit(130)
+
+
+def _adapt_encoder(lm, notes, records, clip_options, cache, epochs: int, quiet: bool):
+    """`train --adapt`: (adapted model, adapter) trained on every labelled note, behind a bar."""
+    from .adapt import AdapterError, AdaptOptions
+    from .model_adapter import train_model_adapter
+
+    try:
+        with stage_bars(quiet, err) as bars:
+            return train_model_adapter(lm, notes, records, clip_options, cache.root, AdaptOptions(epochs=epochs),
+                                       on_progress=bars.stage)
+    except AdapterError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        say("interrupted: nothing written")
+        raise typer.Exit(130)
+
+
+def _with_model_adapter(model_dir: Path, encoder: dict, lm):
+    """The model a classifier's clips are embedded and scored with: `lm` plus the folder's adapter, if any."""
+    from .adapt import AdapterError
+    from .model_adapter import apply_model_adapter
+
+    try:
+        return apply_model_adapter(model_dir, encoder, lm)
+    except AdapterError as e:
+        fail(str(e))
 
 
 def _fit_head(data, options, encoder: dict, quiet: bool):
@@ -552,6 +585,7 @@ def predict_command(
     lm = load_whisper(enc.get("name") or "tiny.en", device, trained_compute(enc), context=f"{model_dir}: encoder: ")
     if enc.get("key") and enc["key"] != lm.key:
         fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
+    lm = _with_model_adapter(model_dir, enc, lm)
     cache = open_cache(cache_dir, no_cache)
     clip_options = ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "auto")
     interrupted = f"interrupted: {output} left as it was; finished clips are cached"
