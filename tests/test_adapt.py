@@ -328,3 +328,27 @@ def test_train_adapt_stores_one_adapter_that_predict_applies(chat_dir, tmp_path,
     (model / "adapter.safetensors").unlink()
     code, stderr = predict(model)
     assert code == 2 and "adapter.safetensors is missing" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_adaptation_stages_get_a_bar_each_beside_the_labelling_bar_and_quiet_shows_none():
+    import io
+
+    from rich.console import Console
+
+    from disamb.display import progress_bar, stage_bars
+
+    def shown(quiet: bool, main: bool) -> str:
+        buf = io.StringIO()
+        console = Console(file=buf, width=150)  # not a terminal: only the final state is written, as for every bar
+        with (progress_bar(4, "labelling", quiet, console) if main else stage_bars(quiet, console)) as bars:
+            bars(4)
+            for _ in range(3):
+                bars.stage("adapter 1/2: training", 2, 6)
+            bars.stage("adapter 1/2: rescoring", 2, 2)
+        return buf.getvalue()
+
+    text = shown(False, True)
+    assert "labelling" in text and "4/4" in text
+    assert "adapter 1/2: training" in text and "6/6" in text and "adapter 1/2: rescoring" in text and "2/2" in text
+    assert "labelling" not in shown(False, False) and "6/6" in shown(False, False)
+    assert shown(True, True) == "" and shown(True, False) == ""
