@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.families import FAMILIES, build  # noqa: E402
 from benchmarks.synth import HARD, make_dataset  # noqa: E402
-from disamb import match  # noqa: E402
+from disamb import match, window_prior  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
-from disamb.evaluate import ece_if_calibrated, expected_calibration_error  # noqa: E402
+from disamb.metrics import ece_if_calibrated, expected_calibration_error  # noqa: E402
 from disamb.features import FEATURES, candidate_features, slots  # noqa: E402
 from disamb.label import MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402
@@ -175,8 +175,8 @@ def no_gold_probs(p: Prepared, m: match.Matcher, features=FEATURES) -> list[np.n
     X = p.X(features)
     logits = [m.logits(x) for x in X]
     best = [match.dominant(x, features) for x in X]
-    prior = match.fit_window_prior(logits, p.slots, best=best)
-    return [match.softmax(match.with_prior(z, s, prior, b)) for z, s, b in zip(logits, p.slots, best)]
+    prior = window_prior.fit_window_prior(logits, p.slots, best=best)
+    return [match.softmax(window_prior.with_prior(z, s, prior, b)) for z, s, b in zip(logits, p.slots, best)]
 
 
 def defaults_alone(p: Prepared, m: match.Matcher, features=FEATURES) -> dict:

@@ -42,7 +42,7 @@ from benchmarks.families import FAMILIES, build  # noqa: E402
 from disamb.adapt import AdaptOptions, adapt_and_relabel  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
 from disamb.clips import ClipOptions  # noqa: E402
-from disamb.evaluate import expected_calibration_error  # noqa: E402
+from disamb.metrics import expected_calibration_error  # noqa: E402
 from disamb.label import MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402
 from disamb.pipeline import label_all  # noqa: E402

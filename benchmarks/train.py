@@ -2,7 +2,7 @@
 
 A synthetic closed-class chat (benchmarks.synth.closed_class_dataset: 30 fixed phrases said
 by varied espeak-ng voices, speeds and noise, typed with variations, 10 candidates per
-note) is labelled with the real pipeline (clips.run_clips + label.label_notes) with 5%
+note) is labelled with the real pipeline (pipeline.label_all, as `disamb label`) with 5%
 and 20% of the training notes given gold. Recordings of some voices are held out
 entirely; each recipe trains on the rest and is scored on the held-out voices without
 any chat around them (unrestricted choice among all classes).
@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 from disamb.cache import ClipCache  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
-from disamb.clips import ClipOptions, run_clips, text_priors  # noqa: E402
-from disamb.label import MatchOptions, label_notes  # noqa: E402
-from disamb.match import default_matcher  # noqa: E402
+from disamb.clips import ClipOptions  # noqa: E402
+from disamb.label import MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402
+from disamb.pipeline import label_all  # noqa: E402
 from disamb.classes import class_key  # noqa: E402
 from disamb.combine import fit_text_classifier  # noqa: E402
 from disamb.textclass import (  # noqa: E402
@@ -48,6 +48,10 @@ from disamb.textclass import (  # noqa: E402
 from disamb.train import (  # noqa: E402
     TrainOptions, build_classes, build_dataset, class_texts, train,
 )
+
+# The labeller's matching: as `disamb label` but without the text prior (PMI), which is how every
+# figure in benchmarks/results/train*.json was measured; MatchOptions() would label with it.
+LABELLER = MatchOptions(prior=False)
 
 # name -> (loss, use the labeller's pseudo-labels)
 RECIPES = {
@@ -62,8 +66,8 @@ RECIPES = {
 
 
 def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "full",
-            max_notes: int | None = None) -> tuple[list, dict, dict, object]:
-    """Generate the dataset (once) and run Whisper on every clip (cached)."""
+            max_notes: int | None = None) -> tuple[list, dict, dict, object, object]:
+    """Generate the dataset (once) and run Whisper on every clip (cached); also the model."""
     from benchmarks.synth import closed_class_dataset
 
     data_dir = out / f"closed-n{n_per_class}-s{seed}"
@@ -76,7 +80,6 @@ def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "ful
     if max_notes is not None:  # the first notes of the chat (their windows as in the whole chat)
         read.notes = read.notes[:max_notes]
     lm = load_model(model, "cpu")
-    cache = ClipCache(out / "cache")
     t0 = time.perf_counter()
     done = [0]
 
@@ -85,11 +88,9 @@ def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "ful
         if done[0] % 20 == 0 or done[0] == len(read.notes):
             print(f"  clips {done[0]}/{len(read.notes)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
-    # as `disamb label` runs the clip stage: score mode's sure test asks the shipped matcher, with the priors
-    prior = text_priors(lm, read.notes, out / "cache") if mode == "score" else None
-    sure = default_matcher() if mode == "score" else None
-    outcomes = run_clips(lm, read.notes, ClipOptions(mode=mode), cache, on_done=tick, prior=prior, sure_matcher=sure)
-    return read.notes, truth, outcomes, data_dir
+    # the clip stage as `disamb label` runs it (score mode's sure test with the shipped matcher and the priors)
+    run = label_all(lm, read.notes, ClipOptions(mode=mode), LABELLER, out / "cache", on_done=tick)
+    return read.notes, truth, run.outcomes, data_dir, lm
 
 
 def voice_folds(notes: list, truth: dict, k: int, seed: int) -> list[set[str]]:
@@ -163,14 +164,16 @@ def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_c
     return out
 
 
-def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, recipes, lm=None, cache=None,
-                rescore_top=None, max_variants=None) -> dict:
-    """Label with this much gold, then train every recipe and score on held-out voices."""
+def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, recipes, labeller, lm=None,
+                cache=None, rescore_top=None, max_variants=None) -> dict:
+    """Label with this much gold (`labeller`: the Whisper model the clips were run with), then
+    train every recipe and score on held-out voices; `lm` also the text-scoring models."""
     gold_notes = with_gold(notes, truth, fraction, seed, test_ids)
     train_notes = [n for n in gold_notes if n.id not in test_ids]
     test_notes = [n for n in gold_notes if n.id in test_ids]
     # The labeller sees the whole chat, as it would in use, but only training-voice notes carry gold.
-    records, summary, _ = label_notes(gold_notes, outcomes, MatchOptions())
+    run = label_all(labeller, gold_notes, match_options=LABELLER, outcomes=outcomes)
+    records, summary = run.records, run.summary
     by_id = {r["id"]: r for r in records}
     embs = {i: o.result.embedding for i, o in outcomes.items() if o.result is not None}
     classes = build_classes(class_texts(train_notes, by_id), min_count=2)
@@ -321,8 +324,8 @@ def main() -> None:
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    notes, truth, outcomes, data_dir = prepare(args.out, args.n_per_class, args.data_seed, args.model, args.clip_mode,
-                                              args.max_notes)
+    notes, truth, outcomes, data_dir, labeller = prepare(args.out, args.n_per_class, args.data_seed, args.model,
+                                                        args.clip_mode, args.max_notes)
     if args.prepare_only:
         return
     if args.speed_only:
@@ -330,7 +333,7 @@ def main() -> None:
         return
     lm = cache = None
     if not args.no_text:
-        lm, cache = load_model(args.model, "cpu"), ClipCache(args.out / "cache")
+        lm, cache = labeller, ClipCache(args.out / "cache")
     folds = voice_folds(notes, truth, args.folds, args.data_seed)
     runs = []
     t_start = time.perf_counter()
@@ -341,7 +344,7 @@ def main() -> None:
         for f, test_ids in enumerate(folds):
             for fraction in args.gold:
                 r = run_setting(notes, truth, outcomes, test_ids, fraction, seed, args.head, args.epochs, args.recipes,
-                                lm, cache, args.rescore_top, args.max_variants)
+                                labeller, lm, cache, args.rescore_top, args.max_variants)
                 r["fold"] = f
                 runs.append(r)
                 print(f"  gold {fraction:.0%} draw {seed} fold {f}: " + ", ".join(

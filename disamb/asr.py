@@ -20,6 +20,20 @@ from .models import LoadedModel
 from .quantize import vocabulary_logits
 
 FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (after the stride-2 conv)
+LOGIT_CHUNK = 512  # positions turned into full-vocabulary logits at once on the batched path (bounds memory)
+
+
+def batches(lm: LoadedModel) -> bool:
+    """Whether clips and texts go through the model together: on CUDA only.
+
+    A GPU sits idle on one clip's matrices, so there the clips of one context length are
+    encoded, scored and transcribed together. On a CPU one clip's matrices already run
+    at full speed, and a pass per clip and per text keeps every number independent of
+    what it was computed with, so resumed, Ray and fresh runs write the same bytes (see
+    `score_texts`). GPU kernels are picked by shape, so bit-identity across batchings
+    is not on offer there anyway; the numbers agree to float precision.
+    """
+    return lm.device.type == "cuda"
 
 
 @dataclass
@@ -143,6 +157,27 @@ def transcribe(
     return results
 
 
+def transcribe_together(
+    lm: LoadedModel, encoded: list[Encoded], seconds: list[float], beam_size: int | None = None
+) -> list[Transcript]:
+    """`transcribe` for a GPU: clips of one encoder length decoded in one call, with the
+    largest token budget among them (a loop on a short clip runs at most that long)."""
+    ctx = lm.model.dims.n_audio_ctx
+    out: list[Transcript | None] = [None] * len(encoded)
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):
+        if e.features.shape[0] > ctx:  # long clips: their chunks already go together
+            out[i] = transcribe(lm, [e], [seconds[i]], beam_size)[0]
+        else:
+            groups.setdefault(e.features.shape[0], []).append(i)
+    for idx in groups.values():
+        feats = torch.stack([encoded[i].features for i in idx])
+        budget = max(max(24, math.ceil(seconds[i] * 8) + 12) for i in idx)
+        for i, t in zip(idx, _decode(lm, feats, budget, beam_size)):
+            out[i] = t
+    return out  # type: ignore[return-value]
+
+
 def _decode(lm: LoadedModel, feats: torch.Tensor, budget: int, beam_size: int | None) -> list[Transcript]:
     options = DecodingOptions(
         task="transcribe",
@@ -236,3 +271,60 @@ def score_texts(lm: LoadedModel, encoded: Encoded, texts: list[str]) -> list[tup
         lp = vocabulary_logits(dec, hidden).log_softmax(-1).gather(1, wanted[:, None])[:, 0]
         out.append((float(lp.sum()), len(wanted)))
     return out
+
+
+def score_together(lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]) -> list[list[tuple[float, int]]]:
+    """`score_candidates` in one decoder pass per encoder length: for a GPU (see `batches`).
+
+    The same sequences and sums as `score_texts`. A clip's texts are laid side by side
+    along the query axis, (clips*texts, T, d) -> (clips, texts*T, d), so its
+    cross-attention keys and values are computed once; that is exact because
+    cross-attention has no mask and every query attends on its own. Texts are padded
+    at the end, which the causal mask keeps out of every scored position.
+    """
+    lengths: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):
+        lengths.setdefault(e.features.shape[0], []).append(i)
+    out: list[list[tuple[float, int]]] = [[] for _ in encoded]
+    for idx in lengths.values():
+        for i, scores in zip(idx, _score_group(lm, [encoded[i] for i in idx], [texts[i] for i in idx])):
+            out[i] = scores
+    return out
+
+
+def _score_group(lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]) -> list[list[tuple[float, int]]]:
+    tok, dec = lm.tokenizer, lm.model.decoder
+    prefix = list(tok.sot_sequence_including_notimestamps)
+    seqs = [[prefix + candidate_tokens(lm, t) + [tok.eot] for t in clip] for clip in texts]
+    n_clips, per_clip = len(encoded), max(1, max(len(clip) for clip in seqs))
+    width = max((len(s) for clip in seqs for s in clip), default=len(prefix) + 1) - 1
+    inputs = torch.full((n_clips, per_clip, width), tok.eot, dtype=torch.long)
+    targets = torch.full((n_clips, per_clip, width), -1, dtype=torch.long)
+    for b, clip in enumerate(seqs):
+        for r, s in enumerate(clip):
+            inputs[b, r, : len(s) - 1] = torch.tensor(s[:-1])
+            targets[b, r, len(prefix) - 1 : len(s) - 1] = torch.tensor(s[len(prefix) :])  # the text and the end
+    inputs = inputs.view(n_clips * per_clip, width).to(lm.device)
+    targets = targets.view(n_clips * per_clip, width).to(lm.device)
+    xa = torch.stack([e.features for e in encoded]).to(lm.device, lm.dtype)
+    x = (dec.token_embedding(inputs) + dec.positional_embedding[:width]).to(lm.dtype)
+    d = x.shape[-1]
+    for block in dec.blocks:
+        x = x + block.attn(block.attn_ln(x), mask=dec.mask)[0]
+        cross = block.cross_attn
+        q = cross.query(block.cross_attn_ln(x)).reshape(n_clips, per_clip * width, d)
+        wv, _ = cross.qkv_attention(q, cross.key(xa), cross.value(xa))
+        x = x + cross.out(wv).reshape(n_clips * per_clip, width, d)
+        x = x + block.mlp(block.mlp_ln(x))
+    x = dec.ln(x)
+    valid = targets >= 0
+    hidden, wanted = x[valid], targets[valid]
+    token_lp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], LOGIT_CHUNK):
+        part = slice(start, start + LOGIT_CHUNK)
+        token_lp[part] = vocabulary_logits(dec, hidden[part]).log_softmax(-1).gather(1, wanted[part, None])[:, 0]
+    per_row = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
+    per_row[valid] = token_lp
+    sums = per_row.sum(1).view(n_clips, per_clip).cpu()
+    counts = valid.sum(1).view(n_clips, per_clip).cpu()
+    return [[(float(sums[b, r]), int(counts[b, r])) for r in range(len(texts[b]))] for b in range(n_clips)]

@@ -301,20 +301,11 @@ def notes_from_chat(
     A window never crosses a change of the optional "chat" key, so merged exports of
     several chats keep each voice note's candidates inside its own conversation.
     """
+    checked, n_well_formed = _checked(items, source, recordings, errors, _chat_message,
+                                      lambda msg: (msg.file or "") if msg.kind == "voice" else None)
     kept: list[_Message] = []
-    first_seen: dict[str, int] = {}
-    n_well_formed = 0
-    for line, obj in _parsed(items, errors):
-        try:
-            msg = _chat_message(obj)
-            msg.line = line
-            n_well_formed += 1
-            _claim_id(first_seen, msg.id, line)
-            if msg.kind == "voice":
-                msg.audio = _line_audio(recordings, msg.file or "")
-        except _BadLine as exc:
-            errors.append(LineError(source, line, str(exc)))
-            continue
+    for line, msg, audio in checked:
+        msg.line, msg.audio = line, audio
         kept.append(msg)
 
     # Segment numbers change whenever the chat key changes; windows stay in one segment.
@@ -435,20 +426,31 @@ def notes_from_manifest(
 
     Every listed candidate is kept: a manifest states its candidates, so `window` does not apply.
     """
-    notes: list[VoiceNote] = []
+    checked, n_well_formed = _checked(items, source, recordings, errors, _manifest_entry, lambda entry: entry.audio)
+    return [_entry_note(entry, audio, line) for line, entry, audio in checked], n_well_formed
+
+
+def _checked(items, source: str, recordings: Path, errors: list[LineError], parse, audio_file):
+    """The checks chat streams and manifests share, line by line: `parse` validates the
+    object, its id must be new and its audio (`audio_file` names it; None: a line without
+    audio) inside the recordings folder. Returns (line, parsed, audio path) for the lines
+    kept and how many were well formed (parsed, even if then refused for id or audio);
+    each line refused is a LineError in `errors`."""
+    kept = []
     first_seen: dict[str, int] = {}
     n_well_formed = 0
     for line, obj in _parsed(items, errors):
         try:
-            entry = _manifest_entry(obj)
+            value = parse(obj)
             n_well_formed += 1
-            _claim_id(first_seen, entry.id, line)
-            audio = _line_audio(recordings, entry.audio)
+            _claim_id(first_seen, value.id, line)
+            file = audio_file(value)
+            audio = None if file is None else _line_audio(recordings, file)
         except _BadLine as exc:
             errors.append(LineError(source, line, str(exc)))
             continue
-        notes.append(_entry_note(entry, audio, line))
-    return notes, n_well_formed
+        kept.append((line, value, audio))
+    return kept, n_well_formed
 
 
 def _parsed(items: Iterable[tuple[int, Any]], errors: list[LineError]) -> Iterator[tuple[int, Any]]:

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .evaluate import EvalError, GoldRead, _candidates, _truth_from_entry, _truth_from_record, wilson_interval
+from .evaluate import EvalError, GoldRead, _candidates, _truth_from_entry, _truth_from_record
+from .metrics import wilson_interval
 
 # ---------------------------------------------------------------- a trained classifier on gold
 

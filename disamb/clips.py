@@ -267,28 +267,37 @@ class _Scored:
 
 
 def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOptions, times: StageTimes) -> list[_Scored]:
-    """Encoder and likelihood pass, each clip on its own, each text on its own.
+    """Encoder and likelihood pass. Every clip gets the context it would get alone, and
+    texts the cache already has for a clip are not scored again.
 
-    A clip's numbers must not depend on the clips it shares a batch with: int8
-    activations share one scale per call (measured: 0.9 nats on average between batch
-    sizes 4 and 8) and float32 sums depend on a call's shapes, so batches that differ
-    between a fresh, a resumed and a Ray run moved near-ties. One clip's matrices
-    (hundreds of frames, ten candidates) already run at full speed on a CPU.
+    On a CPU each clip and each text goes alone: a clip's numbers must not depend on
+    the clips it shares a batch with (int8 activations share one scale per call,
+    measured: 0.9 nats on average between batch sizes 4 and 8; float32 sums depend on a
+    call's shapes), and one clip's matrices already run at full speed there. On a GPU
+    (`asr.batches`) the clips of one context length go through together.
     """
     audios = [p.decoded.audio for p in batch]  # type: ignore[union-attr]
+    together = asr.batches(lm)
+    groups: dict[object, list[int]] = {}
+    for i, a in enumerate(audios):
+        groups.setdefault(asr.clip_context(lm, len(a), options.audio_ctx) if together else i, []).append(i)
     encoded: list = [None] * len(batch)
     scores: list = [None] * len(batch)
     with torch.inference_mode():
-        for i, (p, a) in enumerate(zip(batch, audios)):
+        for idx in groups.values():
             t0 = time.perf_counter()
-            [encoded[i]] = asr.encode(lm, [a], options.audio_ctx)
+            for i, e in zip(idx, asr.encode(lm, [audios[i] for i in idx], options.audio_ctx)):
+                encoded[i] = e
             t1 = time.perf_counter()
-            # texts the cache already has for this clip are not scored again (each text is
-            # scored on its own, so a cached score is the one a fresh pass would give)
-            have = p.cached.scores if p.cached is not None else {}
-            todo = [w for w in p.wanted if w not in have]
-            got = dict(zip(todo, asr.score_texts(lm, encoded[i], todo)))
-            scores[i] = [got[w] if w in got else have[w] for w in p.wanted]
+            have = [batch[i].cached.scores if batch[i].cached is not None else {} for i in idx]
+            todo = [[w for w in batch[i].wanted if w not in h] for i, h in zip(idx, have)]
+            if together:
+                got = asr.score_together(lm, [encoded[i] for i in idx], todo)
+            else:
+                got = [asr.score_texts(lm, encoded[i], t) for i, t in zip(idx, todo)]
+            for i, h, t, g in zip(idx, have, todo, got):
+                new = dict(zip(t, g))
+                scores[i] = [new[w] if w in new else h[w] for w in batch[i].wanted]
             times.encoder += t1 - t0
             times.likelihood += time.perf_counter() - t1
     for p in batch:
@@ -301,14 +310,15 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
 
 def _finish(lm, scored: list[_Scored], options, cache, outcomes, times, on_done, transcribe: bool) -> None:
     """Transcribe (or only take the no-speech probability of) clips, each on its own
-    (`asr.transcribe`), then store them."""
+    (`asr.transcribe`; together on a GPU), then store them."""
     if not scored:
         return
     encoded = [s.encoded for s in scored]
     t0 = time.perf_counter()
     with torch.inference_mode():
         if transcribe:
-            transcripts = asr.transcribe(lm, encoded, [s.seconds for s in scored], options.beam_size)
+            decode = asr.transcribe_together if asr.batches(lm) else asr.transcribe
+            transcripts = decode(lm, encoded, [s.seconds for s in scored], options.beam_size)
             no_speech = [tr.no_speech_prob for tr in transcripts]
         else:
             transcripts = [None] * len(scored)
@@ -380,7 +390,9 @@ def text_priors(
             [silence] = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
             for start in range(0, len(todo), batch):
                 part = todo[start : start + batch]
-                new = dict(zip(part, asr.score_texts(lm, silence, part)))
+                scored = (asr.score_together(lm, [silence], [part])[0] if asr.batches(lm)
+                          else asr.score_texts(lm, silence, part))
+                new = dict(zip(part, scored))
                 cache.put_many(new)
                 found.update(new)
     return found

@@ -9,7 +9,7 @@ Two kinds, kept apart on purpose:
   lowers a candidate's score.
 - The slot (`slots`: window position, and the time gap when the chat has timestamps)
   says nothing about the audio. It describes the user's chat, so it feeds the prior
-  that `match.fit_window_prior` learns from each run's own notes. A position weight
+  that `window_prior.fit_window_prior` learns from each run's own notes. A position weight
   learned from one generator's data cost 47 of 55 mistakes on logs shaped otherwise.
 
 Lengths are characters of the normalised text, the same for every rendering of a

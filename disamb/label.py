@@ -18,6 +18,7 @@ from .chats import MAX_TEXT_CHARS, VoiceNote
 from .clips import ClipOutcome
 from .features import FEATURES, MINIMAL, candidate_features, slots
 from .textsim import render_spoken
+from .window_prior import WindowPrior, fit_window_prior
 
 
 @dataclass
@@ -206,13 +207,13 @@ def _cross_fitted(ok, gold, ys, offsets, use, options: MatchOptions):
     return [z / temperature for z in oof], temperature
 
 
-def _window_prior(ok, logits, known, options: MatchOptions) -> match.WindowPrior | None:
+def _window_prior(ok, logits, known, options: MatchOptions) -> WindowPrior | None:
     if not options.position_prior or not ok:
         return None
-    return match.fit_window_prior(logits, [s.slots for s in ok], known, [s.best for s in ok])
+    return fit_window_prior(logits, [s.slots for s in ok], known, [s.best for s in ok])
 
 
-def _offsets(s: _Note, prior: match.WindowPrior | None) -> np.ndarray:
+def _offsets(s: _Note, prior: WindowPrior | None) -> np.ndarray:
     return np.append(prior.logits(s.slots, s.best), 0.0) if prior is not None else np.zeros(len(s.X) + 1)
 
 

@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .evaluate import DEFAULT_BINS, InputError
+from .evaluate import InputError
+from .metrics import DEFAULT_BINS
 
 # ---------------------------------------------------------------- tables (shared by rich and HTML)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import evaluate
+from . import metrics
 from .cache import ClipCache, ClipResult
 from .chats import Candidate, VoiceNote
 from .classes import ClassSet
@@ -150,8 +150,8 @@ def softmax_masked(z: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def expected_calibration_error(proba: np.ndarray, true: np.ndarray, bins: int = 10) -> float:
-    """ECE of the top class (`evaluate.expected_calibration_error` on each row's top
+    """ECE of the top class (`metrics.expected_calibration_error` on each row's top
     probability and whether it is `true`); NaN for no rows."""
     if not len(proba):
         return math.nan
-    return evaluate.expected_calibration_error(proba.max(1), proba.argmax(1) == np.asarray(true), bins)
+    return metrics.expected_calibration_error(proba.max(1), proba.argmax(1) == np.asarray(true), bins)

@@ -166,3 +166,53 @@ def test_score_mode_asks_the_matcher_it_is_given(tiny_model, encoded, tmp_path):
         out = run_clips(tiny_model, notes, options, ClipCache(None), times=times, sure_matcher=Fixed(top))
         assert times.transcripts_skipped == skipped
         assert sum(out[n.id].result.transcript is None for n in notes) == skipped
+
+
+def test_gpu_path_scores_and_transcribes_together_as_one_by_one(tiny_model_f32, tmp_path, monkeypatch):
+    """On CUDA clips of one context length and all their texts go through together
+    (`asr.batches`); forced on here (float32 CPU), the numbers equal the one-by-one pass
+    to float precision and the transcripts are the same."""
+    import wave
+
+    from disamb.cache import ClipCache
+    from disamb.chats import Candidate, VoiceNote
+    from disamb.clips import ClipOptions, run_clips
+
+    lm = tiny_model_f32
+    clips = [speak("I will be there in ten minutes", tmp_path / "a.wav"),
+             speak("please buy some bread and milk", tmp_path / "b.wav", voice="en-us+f3", speed=170),
+             speak("see you at the station", tmp_path / "c.wav", speed=150)]
+    audios = [decode(c).audio for c in clips]
+    texts = [["I will be there in ten minutes.", "See you soon!"],
+             ["Please buy some bread and milk.", "Nope.", "Buy bread, please, and some milk too."],
+             ["See you at the station."]]
+    with torch.inference_mode():
+        enc = asr.encode(lm, audios, "auto")
+        together = asr.score_together(lm, enc, texts)
+        alone = asr.score_candidates(lm, enc, texts)
+        seconds = [len(a) / 16000 for a in audios]
+        t_together = asr.transcribe_together(lm, enc, seconds)
+        t_alone = asr.transcribe(lm, enc, seconds)
+    for a, b in zip(together, alone):
+        assert [n for _, n in a] == [n for _, n in b]
+        np.testing.assert_allclose([s for s, _ in a], [s for s, _ in b], atol=2e-3)
+    assert [t.text for t in t_together] == [t.text for t in t_alone]
+    np.testing.assert_allclose([t.avg_logprob for t in t_together], [t.avg_logprob for t in t_alone], atol=2e-3)
+
+    # and through the clip stage, as `disamb label` runs it on a GPU
+    cands = [Candidate(str(i), t[0]) for i, t in enumerate(texts)]
+    notes = [VoiceNote(f"n{i}", c.name, c, cands) for i, c in enumerate(clips)]
+    alone_run = run_clips(lm, notes, ClipOptions(batch_size=3), ClipCache(None))
+    calls = []
+    real = asr.score_together
+    monkeypatch.setattr(asr, "batches", lambda m: True)
+    monkeypatch.setattr(asr, "score_together", lambda *a: calls.append(len(a[1])) or real(*a))
+    gpu_run = run_clips(lm, notes, ClipOptions(batch_size=3), ClipCache(None))
+    assert calls and max(calls) > 1  # clips really went through together
+    for note in notes:
+        one, many = alone_run[note.id].result, gpu_run[note.id].result
+        assert one.transcript == many.transcript
+        assert one.scores.keys() == many.scores.keys()
+        np.testing.assert_allclose([one.scores[k][0] for k in one.scores], [many.scores[k][0] for k in one.scores],
+                                   atol=2e-3)
+        np.testing.assert_allclose(one.embedding, many.embedding, atol=1e-4)

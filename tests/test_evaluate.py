@@ -14,13 +14,10 @@ from typer.testing import CliRunner
 from disamb.cli import app
 from disamb.textsim import normalize
 from disamb.classifier_eval import ModelEvalError, classification_metrics, evaluate_classifier
-from disamb.evaluate import (
-    NoGoldError,
-    evaluate_labels,
+from disamb.evaluate import NoGoldError, evaluate_labels, read_gold, read_labels
+from disamb.metrics import (
     ece_if_calibrated,
     expected_calibration_error,
-    read_gold,
-    read_labels,
     reliability_table,
     risk_coverage,
     transcript_error_rates,

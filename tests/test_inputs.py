@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from disamb import inputs, predict, review, whatsapp
+from disamb import inputs, predict, review_server, whatsapp
 
 
 def test_every_reader_uses_the_one_table():
     assert predict.AUDIO_EXTENSIONS is inputs.AUDIO_EXTENSIONS
-    assert review.AUDIO_TYPES is inputs.AUDIO_TYPES
+    assert review_server.AUDIO_TYPES is inputs.AUDIO_TYPES
     assert inputs.AUDIO_EXTENSIONS == set(inputs.AUDIO_TYPES)
     assert all(t.startswith("audio/") for t in inputs.AUDIO_TYPES.values())
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from disamb import match
+from disamb import match, window_prior
 from disamb.features import EVIDENCE
 
 
@@ -152,29 +152,29 @@ def _simulated_run(n: int, true_share: np.ndarray, evidence: float, seed: int = 
 def test_em_recovers_a_known_position_distribution():
     share = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04, 0.03, 0.02, 0.02])
     logits, slots, _ = _simulated_run(3000, share, evidence=2.0)
-    prior = match.fit_window_prior(logits, slots)
+    prior = window_prior.fit_window_prior(logits, slots)
     assert np.abs(prior.position_share - share).max() < 0.03, prior.position_share
     late = share[::-1]
     logits, slots, _ = _simulated_run(3000, late, evidence=2.0, seed=1)
-    prior = match.fit_window_prior(logits, slots)
+    prior = window_prior.fit_window_prior(logits, slots)
     assert np.abs(prior.position_share - late).max() < 0.03
 
 
 def test_em_stays_near_uniform_when_the_evidence_says_nothing():
     share = np.array([0.5] + [0.5 / 9] * 9)  # the truth is mostly first, but nothing shows it
     logits, slots, _ = _simulated_run(300, share, evidence=0.0, seed=2)
-    prior = match.fit_window_prior(logits, slots)
+    prior = window_prior.fit_window_prior(logits, slots)
     np.testing.assert_allclose(prior.position_share, 0.1, atol=1e-6)
     rng = np.random.default_rng(5)  # scores that claim something but are unrelated to the truth
     noisy = [z + np.append(rng.normal(scale=0.3, size=10), 0.0) for z in _simulated_run(3000, share, 0.0, 6)[0]]
-    prior = match.fit_window_prior(noisy, _simulated_run(3000, share, 0.0, 6)[1])
+    prior = window_prior.fit_window_prior(noisy, _simulated_run(3000, share, 0.0, 6)[1])
     assert np.abs(prior.position_share - 0.1).max() < 0.03
 
 
 def test_gold_notes_enter_the_em_at_their_answer():
     logits, slots, truth = _simulated_run(200, np.full(10, 0.1), evidence=0.0, seed=3)
     known = {i: 9 for i in range(200)}  # every note known to be answered last
-    prior = match.fit_window_prior(logits, slots, known)
+    prior = window_prior.fit_window_prior(logits, slots, known)
     assert prior.position_share[9] > 0.95
     assert prior.position[9] > prior.position[0]
 
@@ -182,12 +182,12 @@ def test_gold_notes_enter_the_em_at_their_answer():
 def test_the_prior_cannot_overrule_decisive_evidence():
     share = np.array([0.6] + [0.4 / 9] * 9)
     logits, slots, _ = _simulated_run(2000, share, evidence=3.0, seed=4)
-    prior = match.fit_window_prior(logits, slots)
+    prior = window_prior.fit_window_prior(logits, slots)
     spread = prior.logits(slots[0])
-    assert spread.max() - spread.min() <= match.PRIOR_CAP + 1e-9
+    assert spread.max() - spread.min() <= window_prior.PRIOR_CAP + 1e-9
     z = np.append(np.zeros(10), -20.0)
-    z[9] = match.PRIOR_CAP + 0.5  # the last candidate's evidence beats the prior's whole range
-    assert int(np.argmax(match.with_prior(z, slots[0], prior))) == 9
+    z[9] = window_prior.PRIOR_CAP + 0.5  # the last candidate's evidence beats the prior's whole range
+    assert int(np.argmax(window_prior.with_prior(z, slots[0], prior))) == 9
 
 
 def test_temperature_and_platt_calibrate():

@@ -26,20 +26,12 @@ with warnings.catch_warnings():
 
 from typer.testing import CliRunner
 
-from disamb import answers, match, review
+from disamb import answers, match, review, review_server
 from disamb.chats import Candidate, VoiceNote
 from disamb.cli import app
 from disamb.answers import GoldFileError, append_answer, apply_gold_file, read_answers
-from disamb.review import (
-    LabelsFileError,
-    RefitError,
-    Session,
-    UnsafeHostError,
-    bind,
-    check_host,
-    create_app,
-    queue_order,
-)
+from disamb.review import LabelsFileError, RefitError, Session, queue_order
+from disamb.review_server import UnsafeHostError, bind, check_host, create_app
 
 N_NOTES = 14
 EVIL = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
@@ -493,7 +485,7 @@ def test_every_response_carries_the_pages_strict_headers(data):
         client.post("/api/answer", content=b"x", headers={"content-type": "text/plain"}),
         client.post("/api/refit", json={}), client.put("/api/answer"),
         client.get("/", headers={"host": "evil.example"}),
-        client.post("/api/answer", content=b"x" * (review.MAX_BODY + 1), headers={"content-type": "application/json"}),
+        client.post("/api/answer", content=b"x" * (review_server.MAX_BODY + 1), headers={"content-type": "application/json"}),
     ]
     for r in responses:
         assert r.headers.get("content-security-policy") == csp, (r.request.url, r.status_code)
@@ -518,7 +510,7 @@ def test_a_recording_swapped_after_the_check_is_not_served(data, monkeypatch):
 
 def test_request_bodies_are_bounded_and_errors_echo_little(data):
     client, session = client_for(data)
-    big = b'{"id": "v02", "label_id": "' + b"x" * (10 * review.MAX_BODY) + b'"}'
+    big = b'{"id": "v02", "label_id": "' + b"x" * (10 * review_server.MAX_BODY) + b'"}'
     r = client.post("/api/answer", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413
 
