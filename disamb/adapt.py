@@ -52,6 +52,7 @@ from .quantize import quantize_int8
 from .textsim import render_spoken
 
 ADAPTER_VERSION = 1
+ALL = -1  # the fold of an adapter trained on every note (`disamb train --adapt`), which scores new recordings
 MIN_TARGET = 1e-3  # candidates the matcher gives less mass are left out of the loss (they move it < 0.1%)
 
 
@@ -158,7 +159,7 @@ def merge(model, state: dict[str, torch.Tensor]) -> nn.Module:
 class Adapter:
     state: dict[str, torch.Tensor]
     base: str  # weights_key of the base model
-    fold: int
+    fold: int  # ALL: trained on every note
     data: str  # hash of the training data and options
     train_ids: list[str]
     epoch_losses: list[float] = field(default_factory=list)
@@ -167,12 +168,16 @@ class Adapter:
 
     @property
     def name(self) -> str:
-        return f"{self.data[:16]}-fold{self.fold}"
+        return f"{self.data[:16]}-{fold_name(self.fold)}"
+
+
+def fold_name(fold: int) -> str:
+    return "all" if fold == ALL else f"fold{fold}"
 
 
 def adapter_path(root: Path, base: str, fold: int, data: str) -> Path:
     model_dir = hashlib.sha256(base.encode()).hexdigest()[:16]
-    return Path(root) / "adapters" / model_dir / f"fold{fold}-{data[:32]}.safetensors"
+    return Path(root) / "adapters" / model_dir / f"{fold_name(fold)}-{data[:32]}.safetensors"
 
 
 def save_adapter(path: Path, adapter: Adapter) -> None:
@@ -219,7 +224,7 @@ def adapted_model(base: LoadedModel, f32: LoadedModel, adapter: Adapter) -> Load
         model = quantize_int8(model)
     elif base.compute == "float16":
         model = model.half()
-    key = f"{weights_key(base.key)}+adapter:{adapter.data[:16]}-fold{adapter.fold}"
+    key = f"{weights_key(base.key)}+adapter:{adapter.name}"
     if base.compute != "float32":
         key = f"{key}|{base.compute}"
     return replace(base, model=model, key=key)
@@ -426,37 +431,62 @@ def gold_log_loss(summary: Summary) -> float | None:
     return min(summary.matcher_losses.values()) if summary.matcher_losses else None
 
 
-def adapt_round(lm: LoadedModel, f32: LoadedModel, notes: list[VoiceNote], records: list[dict],
-                clip_options: ClipOptions, match_options: MatchOptions, cache_root: Path | None,
-                options: AdaptOptions, on_step=None):
-    """Train the K fold adapters on `records`' targets (reusing cached ones), then score,
-    prior and transcribe each note with the adapter of its own fold, which did not train
-    on it. Returns (adapters, outcomes, priors by note id, fold by note id)."""
-    folds = fold_of([n.id for n in notes], options.folds)
-    base = weights_key(lm.key)
+def teaching_targets(notes: list[VoiceNote], records: list[dict], options: AdaptOptions
+                     ) -> dict[str, tuple[VoiceNote, dict[str, float]]]:
+    """Note id -> (note, target mass by candidate id) for every note that teaches something."""
     by_id = {r["id"]: r for r in records}
     teach = {}
     for n in notes:
         q = targets(n, by_id.get(n.id, {}), options)
         if q:
             teach[n.id] = (n, q)
-    shas = {i: content_hash(n.audio) for i, (n, _) in teach.items()}
+    return teach
+
+
+def fit_adapter(f32: LoadedModel, fold: int, teach: dict[str, tuple[VoiceNote, dict[str, float]]],
+                train_ids: list[str], options: AdaptOptions, clip_options: ClipOptions, cache_root: Path | None,
+                on_progress=None, stage: str = "adapting") -> Adapter:
+    """The adapter trained on `train_ids` (fold ALL: every note, for a model folder): read
+    from the cache when the same data trained one before, else trained and cached.
+
+    `on_progress(stage, clips, total)` is told of every optimiser step (`total` clips x epochs).
+    """
+    base = weights_key(f32.key)
+    shas = {i: content_hash(teach[i][0].audio) for i in train_ids}
+    data = data_hash(base, fold, [(shas[i], i, teach[i][1]) for i in train_ids], options, clip_options.audio_ctx)
+    path = adapter_path(cache_root, base, fold, data) if cache_root is not None else None
+    if path is not None and path.is_file():
+        return load_adapter(path, base)
+    t0 = time.perf_counter()
+    examples = [_example(f32, *teach[i], clip_options) for i in train_ids]
+    examples = [e for e in examples if e is not None]
+    total = len(examples) * options.epochs
+    step = None if on_progress is None else (lambda n: on_progress(stage, n, total))
+    state, losses = train_adapter(f32, examples, options, clip_options.audio_ctx, step)
+    adapter = Adapter(state, base, fold, data, train_ids, losses, time.perf_counter() - t0)
+    if path is not None:
+        save_adapter(path, adapter)
+    return adapter
+
+
+def adapt_round(lm: LoadedModel, f32: LoadedModel, notes: list[VoiceNote], records: list[dict],
+                clip_options: ClipOptions, match_options: MatchOptions, cache_root: Path | None,
+                options: AdaptOptions, on_progress=None, round_no: int = 1):
+    """Train the K fold adapters on `records`' targets (reusing cached ones), then score,
+    prior and transcribe each note with the adapter of its own fold, which did not train
+    on it. Returns (adapters, outcomes, priors by note id, fold by note id).
+
+    `on_progress(stage, n, total)` hears of each training step and each rescored clip."""
+    folds = fold_of([n.id for n in notes], options.folds)
+    teach = teaching_targets(notes, records, options)
     adapters, outcomes, priors, scored_by = [], {}, {}, {}
+    prefix = f"round {round_no}, " if options.rounds > 1 else ""
     for k in range(options.folds):
         train_ids = sorted(i for i in teach if folds[i] != k)
         if not train_ids:
             raise AdapterError(f"fold {k}: no notes to train its adapter on (too few notes for {options.folds} folds)")
-        data = data_hash(base, k, [(shas[i], i, teach[i][1]) for i in train_ids], options, clip_options.audio_ctx)
-        path = adapter_path(cache_root, base, k, data) if cache_root is not None else None
-        adapter = load_adapter(path, base) if path is not None and path.is_file() else None
-        if adapter is None:
-            t0 = time.perf_counter()
-            examples = [_example(f32, *teach[i], clip_options) for i in train_ids]
-            examples = [e for e in examples if e is not None]
-            state, losses = train_adapter(f32, examples, options, clip_options.audio_ctx, on_step)
-            adapter = Adapter(state, base, k, data, train_ids, losses, time.perf_counter() - t0)
-            if path is not None:
-                save_adapter(path, adapter)
+        adapter = fit_adapter(f32, k, teach, train_ids, options, clip_options, cache_root, on_progress,
+                              f"{prefix}adapter {k + 1}/{options.folds}: training")
         adapters.append(adapter)
         held = [n for n in notes if folds[n.id] == k]
         if not held:
@@ -465,7 +495,10 @@ def adapt_round(lm: LoadedModel, f32: LoadedModel, notes: list[VoiceNote], recor
         wants_prior = match_options.prior or clip_options.mode == "score"  # as in pipeline.label_all
         fold_prior = text_priors(alm, held, cache_root) if wants_prior else None
         sure = match.default_matcher() if clip_options.mode == "score" else None
-        outcomes.update(run_clips(alm, held, clip_options, ClipCache(cache_root), prior=fold_prior, sure_matcher=sure))
+        stage = f"{prefix}adapter {k + 1}/{options.folds}: rescoring"
+        done = None if on_progress is None else (lambda n, s=stage, t=len(held): on_progress(s, n, t))
+        outcomes.update(run_clips(alm, held, clip_options, ClipCache(cache_root), on_done=done, prior=fold_prior,
+                                  sure_matcher=sure))
         if match_options.prior:
             priors.update({n.id: fold_prior for n in held})
         scored_by.update({n.id: k for n in held})
@@ -483,7 +516,7 @@ def _example(lm: LoadedModel, note: VoiceNote, q: dict[str, float], clip_options
 
 def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dict], summary: Summary,
                       clip_options: ClipOptions, match_options: MatchOptions, cache_root: Path | None,
-                      options: AdaptOptions, on_step=None) -> Relabelled:
+                      options: AdaptOptions, on_progress=None) -> Relabelled:
     """Label → adapt → relabel, `options.rounds` times at most.
 
     Each round trains fresh adapters from the base model on the previous round's labels.
@@ -499,7 +532,7 @@ def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dic
     for r in range(options.rounds):
         t0 = time.perf_counter()
         adapters, outcomes, priors, scored_by = adapt_round(
-            lm, f32, notes, best.records, clip_options, match_options, cache_root, options, on_step)
+            lm, f32, notes, best.records, clip_options, match_options, cache_root, options, on_progress, r + 1)
         new_records, new_summary, matcher = label_notes(
             notes, outcomes, match_options, None, truncated=truncated, priors_by_note=priors if priors else None)
         before, after = gold_log_loss(best.summary), gold_log_loss(new_summary)

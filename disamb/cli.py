@@ -17,13 +17,13 @@ from .cli_common import (
     Adapt, AdaptEpochs, AdaptFolds, AdaptRounds, Address, Assign, AudioCtx, BeamSize, CacheDir, Compute, Device,
     Engine, GoldAnswers, GpusPerWorker, MatcherIn, MinConfidence, Model, NoCache, PositionPrior, Prior, Quiet, Refit,
     RescoreTop, SaveMatcher, Shards, SummaryJson, TargetPrecision, TextScoring, TrainAudioCtx, TrainBeamSize,
-    TrainCompute, TrainModel, TrainWindow, Window, Workers, apply_gold_answers, check_choice, check_ffmpeg,
+    TrainAdapt, TrainAdaptEpochs, TrainCompute, TrainModel, TrainWindow, Window, Workers, apply_gold_answers, check_choice, check_ffmpeg,
     check_label_outputs, check_recordings, check_recordings_and_context, check_writable, embed_with_progress, err,
     eval_model, exit_on_interrupt, fail, label_stopped, load_trained_encoder, load_whisper, open_cache, out,
     prepare_model_folder, print_json, print_line_errors, print_summary, ray_clips, ray_job, read_labels_file,
-    read_voice_notes, say, sigterm_as_interrupt, write_label_outputs,
+    read_voice_notes, say, sigterm_as_interrupt, with_model_adapter, write_label_outputs,
 )
-from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, train_table
+from .display import epoch_progress, import_table, label_table, predict_table, progress_bar, stage_bars, train_table
 
 app = typer.Typer(
     add_completion=False,
@@ -117,7 +117,7 @@ def label(
             with progress_bar(len(read.notes), "labelling", quiet or as_json, err) as advance:
                 outcomes = None if ray is None else ray_clips(ray, read.notes, options, cache.root, lm.key, advance, times)
                 run = label_all(lm, read.notes, options, match_options, cache.root, on_done=advance,
-                                outcomes=outcomes, times=times, adapt=adapt_options)
+                                outcomes=outcomes, times=times, adapt=adapt_options, on_adapt_progress=advance.stage)
         except AdapterError as e:
             fail(str(e))
         except OSError as e:
@@ -229,6 +229,8 @@ def train_command(
     holdout: float = typer.Option(0.3, "--holdout", min=0.0, max=0.9, help="Share of gold notes held out for early stopping and selection."),
     text_scoring: TextScoring = True,
     rescore_top: RescoreTop = None,
+    adapt: TrainAdapt = False,
+    adapt_epochs: TrainAdaptEpochs = 2,
     cache_dir: CacheDir = None,
     no_cache: NoCache = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -236,7 +238,9 @@ def train_command(
 ) -> None:
     """Train a classifier from labels.jsonl (pseudo-labels, gold and candidate sets): the decoder's
     score of each class text combined with a head on Whisper embeddings."""
+    from .adapt import AdaptOptions
     from .clips import ClipOptions
+    from .model_adapter import adapter_meta, store_model_adapter
     from .train import ClassFileError, TrainOptions, build_classes, build_dataset, class_texts, default_loss, read_class_file
 
     check_recordings_and_context(recordings, audio_ctx)
@@ -259,6 +263,8 @@ def train_command(
     lm = load_whisper(model, device, compute)
     cache = open_cache(cache_dir, no_cache)
     clip_options = ClipOptions(beam_size=beam_size, audio_ctx=audio_ctx)
+    base_key = lm.key
+    lm, adapter = _adapt_encoder(lm, read.notes, records, clip_options, cache, adapt_epochs, quiet or as_json) if adapt else (lm, None)
     embs, clip_errors = embed_with_progress(lm, read.notes, clip_options, cache, quiet or as_json,
                                             "interrupted: nothing written; finished clips are cached")
 
@@ -272,16 +278,15 @@ def train_command(
         loss=loss or default_loss(data), head=head, hidden=hidden, gold_weight=gold_weight,
         confidence_weight=confidence_weight, epochs=epochs, lr=lr, seed=seed, holdout=holdout,
     )
-    encoder = {"name": model, "key": lm.key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
-               "window": window}
+    encoder = {"name": model, "key": base_key, "compute": lm.compute, "beam_size": beam_size, "audio_ctx": audio_ctx,
+               "window": window} | ({"adapter": adapter_meta(adapter, AdaptOptions(epochs=adapt_epochs))} if adapter else {})
     result = _fit_head(data, options, encoder, quiet or as_json)
     text = None
     if text_scoring:
         text = _fit_text_scoring(result.classifier, data, options, lm, read.notes, clip_options, cache, rescore_top,
                                  quiet or as_json)
-        text.classifier.save(output)
-    else:
-        result.classifier.save(output)
+    store_model_adapter(output, adapter)  # first: a model.json naming an adapter never meets an older file
+    (result.classifier if text is None else text.classifier).save(output)
 
     summary = {
         "notes": len(read.notes), "with_embedding": len(embs), "errors": len(clip_errors),
@@ -296,10 +301,23 @@ def train_command(
             "weights": text.classifier.describe()["weights"], "temperature": text.classifier.combiner.temperature,
             "classes_scored_per_clip": round(text.scored_per_clip, 1), "rescore_top": rescore_top,
         },
-        "model": lm.key, "output": str(output),
+        "model": lm.key, "adapter": encoder.get("adapter"), "output": str(output),
     }
     print_summary(summary, as_json, lambda data: train_table(data, min_count, fixed))
     raise typer.Exit(1 if (clip_errors or read.errors or labels_errors) else 0)
+
+
+def _adapt_encoder(lm, notes, records, clip_options, cache, epochs: int, quiet: bool):
+    """`train --adapt`: (adapted model, adapter) trained on every labelled note, behind a bar."""
+    from .adapt import AdapterError, AdaptOptions
+    from .model_adapter import train_model_adapter
+
+    try:
+        with exit_on_interrupt("interrupted: nothing written"), stage_bars(quiet, err) as bars:
+            return train_model_adapter(lm, notes, records, clip_options, cache.root, AdaptOptions(epochs=epochs),
+                                       on_progress=bars.stage)
+    except AdapterError as e:
+        fail(str(e))
 
 
 def _fit_text_scoring(head, data, options, lm, notes, clip_options, cache, rescore_top, quiet: bool):
@@ -383,6 +401,7 @@ def predict_command(
     enc, lm, clip_options = load_trained_encoder(clf.meta, device, context=f"{model_dir}: encoder: ")
     if enc.get("key") and enc["key"] != lm.key:
         fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
+    lm = with_model_adapter(model_dir, enc, lm)
     cache = open_cache(cache_dir, no_cache)
     interrupted = f"interrupted: {output} left as it was; finished clips are cached"
     proba = None

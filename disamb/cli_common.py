@@ -100,6 +100,8 @@ AdaptRounds = Annotated[int, typer.Option("--adapt-rounds", min=1, max=5, help="
 # `train`'s text scoring.
 TextScoring = Annotated[bool, typer.Option("--text-scoring/--head-only", help="Combine the head with the decoder's score of every class text (default), or train the head alone.")]
 RescoreTop = Annotated[Optional[int], typer.Option("--rescore-top", min=1, help="Score only the head's top K classes with the decoder (default: every class).")]
+TrainAdapt = Annotated[bool, typer.Option("--adapt/--no-adapt", help="First adapt the encoder to these recordings (one adapter on every labelled note, stored in the model folder; predict applies it).")]
+TrainAdaptEpochs = Annotated[int, typer.Option("--adapt-epochs", min=1, max=20, help="With --adapt: passes over the notes.")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -230,6 +232,17 @@ def load_trained_encoder(meta: dict, device: str, context: str = ""):
     enc = meta.get("encoder") or {}
     lm = load_whisper(enc.get("name") or "tiny.en", device, trained_compute(enc), context)
     return enc, lm, ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "auto")
+
+
+def with_model_adapter(model_dir: Path, encoder: dict, lm):
+    """The model a classifier's clips are embedded and scored with: `lm` plus the folder's adapter, if any."""
+    from .adapt import AdapterError
+    from .model_adapter import apply_model_adapter
+
+    try:
+        return apply_model_adapter(model_dir, encoder, lm)
+    except AdapterError as e:
+        fail(str(e))
 
 
 def embed_with_progress(lm, notes, clip_options, cache, quiet: bool, interrupted: str):
@@ -391,7 +404,8 @@ def eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_c
     notes, path_errors = model_notes(records, gold, recordings)
     held = set(clf.meta.get("holdout_ids") or [])
     wanted = notes if cv is not None else [n for n in notes if n.has_gold and n.id in held]
-    _, lm, options = load_trained_encoder(clf.meta, device)
+    enc, lm, options = load_trained_encoder(clf.meta, device)
+    lm = with_model_adapter(model_dir, enc, lm)
     cache = open_cache(cache_dir, no_cache)
     embs, clip_errors = embed_with_progress(lm, wanted, options, cache, quiet, "interrupted: finished clips are cached")
     try:

@@ -14,31 +14,58 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+class Bars:
+    """What `progress_bar` yields: call it to advance the main bar; `stage(name, n, total)`
+    advances a bar of its own per stage name, opened the first time the stage reports
+    (the adaptation's training and rescoring, whose totals are only known as they start).
+    rich allows one live display at a time, so the stages share the main bar's."""
+
+    def __init__(self, progress: Progress | None = None, main=None):
+        self.progress, self.main, self.stages = progress, main, {}
+
+    def __call__(self, n: int = 1) -> None:
+        if self.progress is not None and self.main is not None:
+            self._advance(self.main, n)
+
+    def stage(self, name: str, n: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if name not in self.stages:
+            self.stages[name] = self.progress.add_task(name, total=total, rate="")
+        self._advance(self.stages[name], n)
+
+    def _advance(self, task, n: int) -> None:
+        self.progress.advance(task, n)
+        t = self.progress.tasks[task]
+        speed = t.finished_speed or t.speed
+        self.progress.update(task, rate=f"{speed:.2f} clips/s" if speed else "")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
 @contextmanager
 def progress_bar(total: int, label: str, quiet: bool, console: Console):
-    """A rich progress bar with items/s and ETA on stderr; a no-op when quiet."""
+    """A rich progress bar with items/s and ETA on stderr (`Bars`); a no-op when quiet."""
     if quiet or total == 0:
-        yield lambda n=1: None
+        yield Bars()
         return
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(label, total=total, rate="")
+    with _progress(console) as progress:
+        yield Bars(progress, progress.add_task(label, total=total, rate=""))
 
-        def advance(n: int = 1) -> None:
-            progress.advance(task, n)
-            t = progress.tasks[task]
-            speed = t.finished_speed or t.speed
-            progress.update(task, rate=f"{speed:.2f} clips/s" if speed else "")
 
-        yield advance
+@contextmanager
+def stage_bars(quiet: bool, console: Console):
+    """`Bars` with no main bar, only the stages' (`train --adapt`: the adapter's training)."""
+    if quiet:
+        yield Bars()
+        return
+    with _progress(console) as progress:
+        yield Bars(progress)
 
 
 def summary_table(title: str) -> Table:
@@ -126,6 +153,11 @@ def train_table(summary: dict, min_count: int, fixed: list[str] | None) -> Table
                       f"temperature {text['temperature']:.2f}")
         if text["holdout_accuracy"] is not None:
             table.add_row("  held-out gold accuracy", f"{text['holdout_accuracy']:.3f} on {text['holdout_gold']} notes")
+    adapter = summary.get("adapter")
+    if adapter:
+        losses = " ".join(f"{x:.3g}" for x in adapter["epoch_losses"])
+        table.add_row("encoder adapted on", f"{adapter['train_notes']} notes; loss per epoch {losses}"
+                      + (" (reused)" if adapter["reused"] else f"; {adapter['train_seconds']:.0f} s"))
     table.add_row("encoder", summary["model"])
     table.add_row("written", summary["output"])
     return table

@@ -41,7 +41,7 @@ def label_all(
     outcomes: dict[str, ClipOutcome] | None = None,
     times: StageTimes | None = None,
     adapt: AdaptOptions | None = None,
-    on_adapt_step: Callable[[int], None] | None = None,
+    on_adapt_progress: Callable[[str, int, int], None] | None = None,
 ) -> LabelRun:
     """Label `notes`; `outcomes` may come from elsewhere (e.g. Ray workers) to skip the per-clip stage.
 
@@ -50,7 +50,8 @@ def label_all(
     With `adapt`, the labels then train cross-fitted encoder adapters and every note is
     scored, transcribed and matched again with the adapter that did not see it (adapt.py);
     the records, summary and outcomes returned are those of the adapted run (its priors
-    differ per fold, so `prior` is then None).
+    differ per fold, so `prior` is then None). `on_adapt_progress(stage, n, total)` hears
+    of each adapter's training steps and rescored clips.
     """
     clip_options = clip_options or ClipOptions()
     match_options = match_options or MatchOptions()
@@ -70,7 +71,7 @@ def label_all(
     times.matching += time.perf_counter() - t1
     if adapt is not None:
         done = adapt_and_relabel(lm, notes, records, summary, clip_options, match_options, cache_root, adapt,
-                                 on_step=on_adapt_step)
+                                 on_progress=on_adapt_progress)
         if done.matcher is not None:  # else the gold preferred the unadapted labels (a remark says so)
             records, summary, matcher, outcomes = done.records, done.summary, done.matcher, done.outcomes
             matched_prior = None

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,11 +79,22 @@ def test_each_note_is_scored_by_an_adapter_that_did_not_train_on_it_and_reruns_r
     cache = tmp_path / "cache"
     run = label_all(tiny_model, notes, ClipOptions(), MatchOptions(), cache)
     steps: list[int] = []
+    rescored: dict[str, tuple[int, int]] = {}
+
+    def on_progress(stage: str, n: int, total: int) -> None:  # what the label command's bars hear
+        if stage.endswith("training"):
+            steps.append(n)
+        else:
+            done, _ = rescored.get(stage, (0, total))
+            rescored[stage] = (done + n, total)
+
     opts = AdaptOptions(epochs=1)
     res = adapt_and_relabel(tiny_model, notes, run.records, run.summary, ClipOptions(), MatchOptions(), cache, opts,
-                            on_step=steps.append)
+                            on_progress=on_progress)
     [rnd] = res.rounds
     assert sum(steps) == len(notes)  # 2 folds, every note trains exactly one adapter
+    assert sorted(rescored) == ["adapter 1/2: rescoring", "adapter 2/2: rescoring"]
+    assert sum(t for _, t in rescored.values()) == len(notes) and all(d == t for d, t in rescored.values())
     assert set(rnd.scored_by) == {n.id for n in notes}
     for note_id, fold in rnd.scored_by.items():
         assert note_id not in rnd.adapters[fold].train_ids
@@ -96,13 +108,13 @@ def test_each_note_is_scored_by_an_adapter_that_did_not_train_on_it_and_reruns_r
     # a resumed run loads both adapters instead of training, and labels the same
     steps.clear()
     again = adapt_and_relabel(tiny_model, notes, run.records, run.summary, ClipOptions(), MatchOptions(), cache, opts,
-                              on_step=steps.append)
+                              on_progress=on_progress)
     assert steps == [] and all(a.reused for a in again.rounds[0].adapters)
     assert [r["label_id"] for r in again.records] == [r["label_id"] for r in res.records]
     # a changed input (other targets) trains again
     changed = [dict(r, candidates=[dict(c, prob=0.5) for c in r["candidates"]]) for r in run.records]
     adapt_and_relabel(tiny_model, notes, changed, run.summary, ClipOptions(), MatchOptions(), cache, opts,
-                      on_step=steps.append)
+                      on_progress=on_progress)
     assert sum(steps) > 0
 
 
@@ -214,3 +226,129 @@ def test_the_loss_is_the_teacher_forced_likelihood_labelling_computes(tiny_model
     assert len(render_spoken(texts["b"])) > 1
     want = -float(torch.logsumexp(torch.tensor([0.7, 0.3]).log() + torch.stack(per_cand), 0))
     assert abs(got - want) < 1e-3
+
+
+@pytest.mark.parametrize("losses, kept", [((1.0, 0.8, 0.7), [True, True]), ((1.0, 0.8, 0.8), [True, False]),
+                                          ((1.0, 1.1, None), [False])])
+def test_a_further_round_stands_only_when_it_lowers_the_cross_validated_gold_log_loss(monkeypatch, losses, kept):
+    """--adapt-rounds: the loop itself (adapt_and_relabel), with the training and matching
+    stubbed out: round r's labels are the records "r", its gold log-loss `losses[r]`."""
+    import disamb.adapt as adapt
+    from disamb.label import Summary
+
+    trained_on: list[str] = []
+
+    def fake_round(lm, f32, notes, records, *args):
+        trained_on.append(records[0]["round"])  # each round learns from the labels that stand
+        return [], {}, {}, {}
+
+    def fake_label(notes, outcomes, *args, **kwargs):
+        r = len(trained_on)
+        return [{"round": str(r)}], Summary(matcher_losses={"refit": losses[r]}, gold_accuracy=0.5), f"matcher {r}"
+
+    monkeypatch.setattr(adapt, "float32_model", lambda lm: lm)
+    monkeypatch.setattr(adapt, "truncated_texts", lambda lm, notes: set())
+    monkeypatch.setattr(adapt, "adapt_round", fake_round)
+    monkeypatch.setattr(adapt, "label_notes", fake_label)
+    base = Summary(matcher_losses={"refit": losses[0]}, gold_accuracy=0.5)
+    done = adapt_and_relabel(None, [], [{"round": "0"}], base, ClipOptions(), MatchOptions(), None,
+                             AdaptOptions(rounds=2))
+    assert [r.kept for r in done.rounds] == kept
+    assert trained_on == ["0", "1"][: len(kept)]
+    standing = max((r.round for r in done.rounds if r.kept), default=0)
+    assert done.records == [{"round": str(standing)}]
+    assert done.matcher == (f"matcher {standing}" if standing else None)
+    assert [r.gold_log_loss_after for r in done.rounds] == list(losses[1 : len(kept) + 1])
+    assert any("did not lower" in m for m in done.summary.remarks) == (False in kept)
+
+
+def test_train_adapt_stores_one_adapter_that_predict_applies(chat_dir, tmp_path, monkeypatch):
+    """train --adapt through the CLI: the folder holds the adapter, predict applies it (the
+    model it scores with is the adapted one, and its probabilities differ from the same
+    classifier on the base model's clips), and a folder whose adapter belongs to another
+    base model, or has lost its file, is refused in one line."""
+    from typer.testing import CliRunner
+
+    from disamb.cli import app
+    from disamb.combine import TextClassifier
+
+    seen = []  # (model key, unrounded probabilities) of every predict
+    original = TextClassifier.predict
+
+    def spy(self, lm, *args, **kwargs):
+        proba, embs, errors = original(self, lm, *args, **kwargs)
+        seen.append((lm.key, proba))
+        return proba, embs, errors
+
+    monkeypatch.setattr(TextClassifier, "predict", spy)
+
+    run = CliRunner().invoke
+    rec, chats, cache = str(chat_dir / "recordings"), str(chat_dir / "chats.jsonl"), str(tmp_path / "cache")
+    labels, model = tmp_path / "labels.jsonl", tmp_path / "model"
+    r = run(app, ["label", rec, chats, "-o", str(labels), "--window", "2", "--cache-dir", cache, "-q", "--json"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["train", rec, chats, str(labels), "-o", str(model), "--window", "2", "--cache-dir", cache, "-q",
+                  "--json", "--min-count", "1", "--epochs", "30", "--adapt", "--adapt-epochs", "1"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["adapter"]["train_notes"] == len(SAID) and len(summary["adapter"]["epoch_losses"]) == 1
+    assert "+adapter:" in summary["model"]  # the classifier's embeddings and class scores came from the adapted model
+    meta = json.loads((model / "model.json").read_text("utf-8"))
+    assert meta["encoder"]["adapter"]["base"] == weights_key(meta["encoder"]["key"])
+    assert (model / "adapter.safetensors").is_file()
+    assert load_adapter(model / "adapter.safetensors", meta["encoder"]["adapter"]["base"]).train_ids == sorted(s[0] for s in SAID)
+
+    def predict(folder: Path) -> tuple[int, str]:
+        res = run(app, ["predict", rec, chats, "--model", str(folder), "-o", str(tmp_path / f"{folder.name}.jsonl"),
+                        "--window", "2", "--cache-dir", cache, "-q", "--json"])
+        return res.exit_code, res.stderr
+
+    assert predict(model)[0] == 0
+    [(key, adapted)] = seen
+    assert key == summary["model"] and len(adapted) == len(SAID)
+    plain = tmp_path / "plain"  # the same classifier without its adapter: clips from the base model
+    plain.mkdir()
+    for name in ("model.json", "model.safetensors"):
+        (plain / name).write_bytes((model / name).read_bytes())
+    (plain / "model.json").write_text(json.dumps(dict(meta, encoder={k: v for k, v in meta["encoder"].items()
+                                                                      if k != "adapter"})), encoding="utf-8")
+    assert predict(plain)[0] == 0
+    key, base = seen[1]
+    assert "+adapter:" not in key and set(base) == set(adapted)
+    assert max(float(np.abs(np.log(adapted[i] + 1e-300) - np.log(base[i] + 1e-300)).max()) for i in base) > 1e-3
+
+    other = tmp_path / "other"  # the adapter belongs to another base model
+    other.mkdir()
+    for name in ("model.safetensors", "adapter.safetensors"):
+        (other / name).write_bytes((model / name).read_bytes())
+    wrong = dict(meta, encoder=dict(meta["encoder"], adapter=dict(meta["encoder"]["adapter"], base="small.en")))
+    (other / "model.json").write_text(json.dumps(wrong), encoding="utf-8")
+    code, stderr = predict(other)
+    assert code == 2 and "trained on model 'small.en'" in stderr and len(stderr.strip().splitlines()) == 1
+    (model / "adapter.safetensors").unlink()
+    code, stderr = predict(model)
+    assert code == 2 and "adapter.safetensors is missing" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_adaptation_stages_get_a_bar_each_beside_the_labelling_bar_and_quiet_shows_none():
+    import io
+
+    from rich.console import Console
+
+    from disamb.display import progress_bar, stage_bars
+
+    def shown(quiet: bool, main: bool) -> str:
+        buf = io.StringIO()
+        console = Console(file=buf, width=150)  # not a terminal: only the final state is written, as for every bar
+        with (progress_bar(4, "labelling", quiet, console) if main else stage_bars(quiet, console)) as bars:
+            bars(4)
+            for _ in range(3):
+                bars.stage("adapter 1/2: training", 2, 6)
+            bars.stage("adapter 1/2: rescoring", 2, 2)
+        return buf.getvalue()
+
+    text = shown(False, True)
+    assert "labelling" in text and "4/4" in text
+    assert "adapter 1/2: training" in text and "6/6" in text and "adapter 1/2: rescoring" in text and "2/2" in text
+    assert "labelling" not in shown(False, False) and "6/6" in shown(False, False)
+    assert shown(True, True) == "" and shown(True, False) == ""
