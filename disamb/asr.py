@@ -133,43 +133,30 @@ def transcribe(
 ) -> list[Transcript]:
     """Deterministic (temperature 0) transcription of each clip from its encoder output.
 
-    Each clip is decoded in a call of its own, with a token budget from its own length
-    (so a hallucination loop cannot run to Whisper's 224-token limit on a 2-second
-    clip); long clips are decoded 30 s chunk by chunk. Decoded in batches, a transcript
-    depended on the clips beside it (int8 activations share one scale per call, float32
-    sums depend on shapes, the budget was the longest clip's): measured on the first 50
-    notes of the hard set, a run resumed from a half-filled cache wrote 11 of the 25
-    transcripts it computed differently, moving confidences by up to 0.027.
+    On a CPU each clip is decoded in a call of its own, with a token budget from its own
+    length (so a hallucination loop cannot run to Whisper's 224-token limit on a
+    2-second clip). Decoded in batches, a transcript depended on the clips beside it
+    (int8 activations share one scale per call, float32 sums depend on shapes, the
+    budget was the longest clip's): measured on the first 50 notes of the hard set, a
+    run resumed from a half-filled cache wrote 11 of the 25 transcripts it computed
+    differently, moving confidences by up to 0.027. On a GPU (`batches`) the clips of
+    one encoder length are decoded in one call with the largest budget among them.
+    Long clips are decoded 30 s chunk by chunk, their chunks together.
     """
-    results: list[Transcript] = []
-    ctx = lm.model.dims.n_audio_ctx
-    for e, sec in zip(encoded, seconds):
-        if e.features.shape[0] <= ctx:
-            results += _decode(lm, e.features[None], max(24, math.ceil(sec * 8) + 12), beam_size)
-            continue
-        parts = e.features.split(ctx)
-        decoded = _decode(lm, torch.stack(parts), min(224, 8 * CHUNK_LENGTH + 12), beam_size)
-        results.append(Transcript(
-            " ".join(d.text for d in decoded if d.text).strip(),
-            float(np.mean([d.avg_logprob for d in decoded])),
-            float(min(d.no_speech_prob for d in decoded)),
-        ))
-    return results
-
-
-def transcribe_together(
-    lm: LoadedModel, encoded: list[Encoded], seconds: list[float], beam_size: int | None = None
-) -> list[Transcript]:
-    """`transcribe` for a GPU: clips of one encoder length decoded in one call, with the
-    largest token budget among them (a loop on a short clip runs at most that long)."""
     ctx = lm.model.dims.n_audio_ctx
     out: list[Transcript | None] = [None] * len(encoded)
     groups: dict[int, list[int]] = {}
     for i, e in enumerate(encoded):
-        if e.features.shape[0] > ctx:  # long clips: their chunks already go together
-            out[i] = transcribe(lm, [e], [seconds[i]], beam_size)[0]
+        if e.features.shape[0] > ctx:
+            parts = e.features.split(ctx)
+            decoded = _decode(lm, torch.stack(parts), min(224, 8 * CHUNK_LENGTH + 12), beam_size)
+            out[i] = Transcript(
+                " ".join(d.text for d in decoded if d.text).strip(),
+                float(np.mean([d.avg_logprob for d in decoded])),
+                float(min(d.no_speech_prob for d in decoded)),
+            )
         else:
-            groups.setdefault(e.features.shape[0], []).append(i)
+            groups.setdefault(e.features.shape[0] if batches(lm) else i, []).append(i)
     for idx in groups.values():
         feats = torch.stack([encoded[i].features for i in idx])
         budget = max(max(24, math.ceil(seconds[i] * 8) + 12) for i in idx)
@@ -232,8 +219,18 @@ def is_truncated(lm: LoadedModel, text: str) -> bool:
 def score_candidates(
     lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]
 ) -> list[list[tuple[float, int]]]:
-    """Teacher-forced log-likelihood of every text of every clip; see `score_texts`."""
-    return [score_texts(lm, e, clip_texts) for e, clip_texts in zip(encoded, texts)]
+    """Teacher-forced log-likelihood of every text of every clip: on a CPU one decoder pass
+    per text (`score_texts`), on a GPU (`batches`) one pass per encoder length (`_score_group`)."""
+    if not batches(lm):
+        return [score_texts(lm, e, clip_texts) for e, clip_texts in zip(encoded, texts)]
+    lengths: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):
+        lengths.setdefault(e.features.shape[0], []).append(i)
+    out: list[list[tuple[float, int]]] = [[] for _ in encoded]
+    for idx in lengths.values():
+        for i, scores in zip(idx, _score_group(lm, [encoded[i] for i in idx], [texts[i] for i in idx])):
+            out[i] = scores
+    return out
 
 
 def score_texts(lm: LoadedModel, encoded: Encoded, texts: list[str]) -> list[tuple[float, int]]:
@@ -273,26 +270,13 @@ def score_texts(lm: LoadedModel, encoded: Encoded, texts: list[str]) -> list[tup
     return out
 
 
-def score_together(lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]) -> list[list[tuple[float, int]]]:
-    """`score_candidates` in one decoder pass per encoder length: for a GPU (see `batches`).
-
-    The same sequences and sums as `score_texts`. A clip's texts are laid side by side
-    along the query axis, (clips*texts, T, d) -> (clips, texts*T, d), so its
-    cross-attention keys and values are computed once; that is exact because
-    cross-attention has no mask and every query attends on its own. Texts are padded
-    at the end, which the causal mask keeps out of every scored position.
-    """
-    lengths: dict[int, list[int]] = {}
-    for i, e in enumerate(encoded):
-        lengths.setdefault(e.features.shape[0], []).append(i)
-    out: list[list[tuple[float, int]]] = [[] for _ in encoded]
-    for idx in lengths.values():
-        for i, scores in zip(idx, _score_group(lm, [encoded[i] for i in idx], [texts[i] for i in idx])):
-            out[i] = scores
-    return out
-
-
 def _score_group(lm: LoadedModel, encoded: list[Encoded], texts: list[list[str]]) -> list[list[tuple[float, int]]]:
+    """The texts of clips of one encoder length in one decoder pass, the same sequences and
+    sums as `score_texts`. A clip's texts are laid side by side along the query axis,
+    (clips*texts, T, d) -> (clips, texts*T, d), so its cross-attention keys and values are
+    computed once; that is exact because cross-attention has no mask and every query
+    attends on its own. Texts are padded at the end, which the causal mask keeps out of
+    every scored position."""
     tok, dec = lm.tokenizer, lm.model.decoder
     prefix = list(tok.sot_sequence_including_notimestamps)
     seqs = [[prefix + candidate_tokens(lm, t) + [tok.eot] for t in clip] for clip in texts]

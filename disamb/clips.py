@@ -277,10 +277,9 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
     (`asr.batches`) the clips of one context length go through together.
     """
     audios = [p.decoded.audio for p in batch]  # type: ignore[union-attr]
-    together = asr.batches(lm)
     groups: dict[object, list[int]] = {}
     for i, a in enumerate(audios):
-        groups.setdefault(asr.clip_context(lm, len(a), options.audio_ctx) if together else i, []).append(i)
+        groups.setdefault(asr.clip_context(lm, len(a), options.audio_ctx) if asr.batches(lm) else i, []).append(i)
     encoded: list = [None] * len(batch)
     scores: list = [None] * len(batch)
     with torch.inference_mode():
@@ -291,10 +290,7 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
             t1 = time.perf_counter()
             have = [batch[i].cached.scores if batch[i].cached is not None else {} for i in idx]
             todo = [[w for w in batch[i].wanted if w not in h] for i, h in zip(idx, have)]
-            if together:
-                got = asr.score_together(lm, [encoded[i] for i in idx], todo)
-            else:
-                got = [asr.score_texts(lm, encoded[i], t) for i, t in zip(idx, todo)]
+            got = asr.score_candidates(lm, [encoded[i] for i in idx], todo)
             for i, h, t, g in zip(idx, have, todo, got):
                 new = dict(zip(t, g))
                 scores[i] = [new[w] if w in new else h[w] for w in batch[i].wanted]
@@ -309,16 +305,15 @@ def _encode_and_score(lm: LoadedModel, batch: list[_Prepared], options: ClipOpti
 
 
 def _finish(lm, scored: list[_Scored], options, cache, outcomes, times, on_done, transcribe: bool) -> None:
-    """Transcribe (or only take the no-speech probability of) clips, each on its own
-    (`asr.transcribe`; together on a GPU), then store them."""
+    """Transcribe (or only take the no-speech probability of) clips (`asr.transcribe`: each
+    on its own on a CPU, together on a GPU), then store them."""
     if not scored:
         return
     encoded = [s.encoded for s in scored]
     t0 = time.perf_counter()
     with torch.inference_mode():
         if transcribe:
-            decode = asr.transcribe_together if asr.batches(lm) else asr.transcribe
-            transcripts = decode(lm, encoded, [s.seconds for s in scored], options.beam_size)
+            transcripts = asr.transcribe(lm, encoded, [s.seconds for s in scored], options.beam_size)
             no_speech = [tr.no_speech_prob for tr in transcripts]
         else:
             transcripts = [None] * len(scored)
@@ -390,9 +385,7 @@ def text_priors(
             [silence] = asr.encode(lm, [np.zeros(16000, np.float32)], "full")
             for start in range(0, len(todo), batch):
                 part = todo[start : start + batch]
-                scored = (asr.score_together(lm, [silence], [part])[0] if asr.batches(lm)
-                          else asr.score_texts(lm, silence, part))
-                new = dict(zip(part, scored))
+                new = dict(zip(part, asr.score_candidates(lm, [silence], [part])[0]))
                 cache.put_many(new)
                 found.update(new)
     return found

@@ -172,8 +172,6 @@ def test_gpu_path_scores_and_transcribes_together_as_one_by_one(tiny_model_f32, 
     """On CUDA clips of one context length and all their texts go through together
     (`asr.batches`); forced on here (float32 CPU), the numbers equal the one-by-one pass
     to float precision and the transcripts are the same."""
-    import wave
-
     from disamb.cache import ClipCache
     from disamb.chats import Candidate, VoiceNote
     from disamb.clips import ClipOptions, run_clips
@@ -186,13 +184,20 @@ def test_gpu_path_scores_and_transcribes_together_as_one_by_one(tiny_model_f32, 
     texts = [["I will be there in ten minutes.", "See you soon!"],
              ["Please buy some bread and milk.", "Nope.", "Buy bread, please, and some milk too."],
              ["See you at the station."]]
+    groups = []
+    real_group = asr._score_group
+    monkeypatch.setattr(asr, "_score_group", lambda m, e, t: groups.append(len(e)) or real_group(m, e, t))
+    seconds = [len(a) / 16000 for a in audios]
     with torch.inference_mode():
         enc = asr.encode(lm, audios, "auto")
-        together = asr.score_together(lm, enc, texts)
         alone = asr.score_candidates(lm, enc, texts)
-        seconds = [len(a) / 16000 for a in audios]
-        t_together = asr.transcribe_together(lm, enc, seconds)
         t_alone = asr.transcribe(lm, enc, seconds)
+        assert not groups  # a CPU scores each text on its own
+        monkeypatch.setattr(asr, "batches", lambda m: True)
+        together = asr.score_candidates(lm, enc, texts)
+        t_together = asr.transcribe(lm, enc, seconds)
+    assert groups == [3]  # the three clips share a context length: one pass
+    monkeypatch.undo()
     for a, b in zip(together, alone):
         assert [n for _, n in a] == [n for _, n in b]
         np.testing.assert_allclose([s for s, _ in a], [s for s, _ in b], atol=2e-3)
@@ -204,9 +209,8 @@ def test_gpu_path_scores_and_transcribes_together_as_one_by_one(tiny_model_f32, 
     notes = [VoiceNote(f"n{i}", c.name, c, cands) for i, c in enumerate(clips)]
     alone_run = run_clips(lm, notes, ClipOptions(batch_size=3), ClipCache(None))
     calls = []
-    real = asr.score_together
     monkeypatch.setattr(asr, "batches", lambda m: True)
-    monkeypatch.setattr(asr, "score_together", lambda *a: calls.append(len(a[1])) or real(*a))
+    monkeypatch.setattr(asr, "_score_group", lambda m, e, t: calls.append(len(e)) or real_group(m, e, t))
     gpu_run = run_clips(lm, notes, ClipOptions(batch_size=3), ClipCache(None))
     assert calls and max(calls) > 1  # clips really went through together
     for note in notes:
