@@ -306,9 +306,27 @@ def _objective_rows(data: Dataset, opts: TrainOptions, train_rows: np.ndarray) -
     return {"ce": ce, "ce_w": ce_w, "set": part, "set_w": np.full(len(part), opts.partial_weight, np.float32)}
 
 
-def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
-          on_epoch: Callable[[EpochInfo], None] | None = None) -> TrainResult:
-    """Fit the head full-batch with Adam; keep the epoch best on held-out gold."""
+@dataclass
+class Objective:
+    """The recipe as tensors over the dataset's rows: which rows train with which loss and
+    weight, PRODEN's starting weights, the held-out gold rows. Any head that maps the rows'
+    inputs to (n, C) logits trains with it (`fit_head`)."""
+
+    holdout: list[int]
+    parts: dict
+    n_classes: int
+    target: torch.Tensor
+    mask: torch.Tensor
+    ce_rows: torch.Tensor
+    ce_w: torch.Tensor
+    set_rows: torch.Tensor
+    set_w: torch.Tensor
+    weights: torch.Tensor
+    hold_rows: torch.Tensor
+
+
+def make_objective(data: Dataset, opts: TrainOptions) -> Objective:
+    """Check the options and the data, split off held-out gold, and lay out the recipe's rows."""
     opts.check()
     C = data.n_classes
     if C < 2:
@@ -320,28 +338,43 @@ def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
     if len(parts["ce"]) + len(parts["set"]) == 0:
         raise TrainError(f"no training examples for loss {opts.loss!r} "
                          f"({data.count('gold')} gold, {data.count('accepted')} accepted, {data.count('partial')} partial)")
-
-    mean = data.X.mean(0)
-    std = data.X.std(0) + 1e-6
-    X = torch.from_numpy(((data.X - mean) / std).astype(np.float32))
-    target = torch.from_numpy(data.target)
-    mask = torch.from_numpy(data.mask)
-    ce_rows = torch.from_numpy(parts["ce"].astype(np.int64))
-    ce_w = torch.from_numpy(parts["ce_w"])
-    set_rows = torch.from_numpy(parts["set"].astype(np.int64))
-    set_w = torch.from_numpy(parts.get("set_w", np.zeros(0, np.float32)))
     start = data.init if opts.pseudo_labels else data.mask / data.mask.sum(1, keepdims=True).clip(1)
-    weights = torch.from_numpy(start[parts["set"]].astype(np.float32)) if len(parts["set"]) else torch.zeros(0, C)
-    hold_rows = torch.tensor(holdout, dtype=torch.long)
+    return Objective(
+        holdout=holdout, parts=parts, n_classes=C,
+        target=torch.from_numpy(data.target), mask=torch.from_numpy(data.mask),
+        ce_rows=torch.from_numpy(parts["ce"].astype(np.int64)), ce_w=torch.from_numpy(parts["ce_w"]),
+        set_rows=torch.from_numpy(parts["set"].astype(np.int64)),
+        set_w=torch.from_numpy(parts.get("set_w", np.zeros(0, np.float32))),
+        weights=torch.from_numpy(start[parts["set"]].astype(np.float32)) if len(parts["set"]) else torch.zeros(0, C),
+        hold_rows=torch.tensor(holdout, dtype=torch.long),
+    )
 
+
+def fit_head(inputs, obj: Objective, opts: TrainOptions, build: Callable[[], nn.Module] | None = None,
+             on_epoch: Callable[[EpochInfo], None] | None = None) -> tuple[nn.Module, list[EpochInfo], int, int]:
+    """Train a head on `inputs` (whatever it takes: `head(inputs)` gives every row's logits)
+    with the recipe; `build` makes the head (default: `make_head` on (n, d) features, opts'
+    kind), called after seeding so a seed means the same start.
+    Returns (head, history, best epoch, epochs run)."""
     threads = torch.get_num_threads()
     # The matrices are tiny: one thread is faster than several fighting over shared cores.
     torch.set_num_threads(1)
     try:
-        head, history, best_epoch, epoch = _fit(X, target, mask, ce_rows, ce_w, set_rows, set_w, weights,
-                                                hold_rows, C, opts, on_epoch)
+        return _fit(inputs, obj.target, obj.mask, obj.ce_rows, obj.ce_w, obj.set_rows, obj.set_w, obj.weights,
+                    obj.hold_rows, obj.n_classes, opts, on_epoch, build)
     finally:
         torch.set_num_threads(threads)
+
+
+def train(data: Dataset, opts: TrainOptions, encoder: dict | None = None,
+          on_epoch: Callable[[EpochInfo], None] | None = None) -> TrainResult:
+    """Fit the head full-batch with Adam; keep the epoch best on held-out gold."""
+    obj = make_objective(data, opts)
+    holdout, parts, C = obj.holdout, obj.parts, data.n_classes
+    mean = data.X.mean(0)
+    std = data.X.std(0) + 1e-6
+    X = torch.from_numpy(((data.X - mean) / std).astype(np.float32))
+    head, history, best_epoch, epoch = fit_head(X, obj, opts, on_epoch=on_epoch)
     hold_acc = None
     if holdout:
         hold_acc = next(h.holdout_accuracy for h in history if h.epoch == best_epoch)
@@ -394,11 +427,12 @@ def recipe_total(logits, target, mask, ce_rows, ce_w, set_rows, set_w, weights, 
 
 
 def _fit(X, target, mask, ce_rows, ce_w, set_rows, set_w, weights, hold_rows, C: int, opts: TrainOptions,
-         on_epoch: Callable[[EpochInfo], None] | None) -> tuple[nn.Sequential, list[EpochInfo], int, int]:
+         on_epoch: Callable[[EpochInfo], None] | None,
+         build: Callable[[], nn.Module] | None = None) -> tuple[nn.Module, list[EpochInfo], int, int]:
     """The epoch loop: one full-batch Adam step, PRODEN re-weighting, held-out check, early stop."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed)
-        head = make_head(X.shape[1], C, opts.head, opts.hidden, opts.dropout)
+        head = build() if build is not None else make_head(X.shape[1], C, opts.head, opts.hidden, opts.dropout)
         optim = torch.optim.Adam(head.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
         n_terms = float(len(ce_rows) + len(set_rows))
         best_key, best_state, best_epoch, since = None, None, 0, 0
