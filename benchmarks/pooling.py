@@ -71,8 +71,9 @@ class AttentionHead(nn.Module):
     makes the mean head's, so with one head and the same seed both start from the same
     weights; the queries start at zero (uniform weights: the mean)."""
 
-    def __init__(self, dim: int, n_classes: int, heads: int = 1):
+    def __init__(self, dim: int, n_classes: int, heads: int = 1, scale: float = 1.0):
         super().__init__()
+        self.scale = scale  # 1/sqrt(dim): scaled dot-product scores, a query that learns ~sqrt(dim) times slower
         self.out = nn.Linear(dim * heads, n_classes)
         self.query = nn.Linear(dim, heads)
         nn.init.zeros_(self.query.weight)
@@ -80,7 +81,7 @@ class AttentionHead(nn.Module):
 
     def pool(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         frames, valid = inputs
-        return attention_pool(frames, valid, self.query(frames))
+        return attention_pool(frames, valid, self.query(frames) * self.scale)
 
     def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.out(self.pool(inputs)[0])
@@ -129,7 +130,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, epochs, heads: list[int], labeller) -> dict:
+def run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, epochs, heads: list[tuple[int, bool]],
+                labeller) -> dict:
     """Label with this much gold, train the mean head and the attention heads on the same
     rows, targets and recipe, score all on the held-out voices."""
     gold_notes = with_gold(notes, truth, fraction, seed, test_ids)
@@ -158,12 +160,13 @@ def run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, epochs
     preds["mean"] = proba
 
     mean, std = data.X.mean(0), data.X.std(0) + 1e-6  # the mean head's statistics (train.train)
-    for h in heads:
-        name = f"attention, {h} head" + ("s" if h > 1 else "")
+    for h, scaled in heads:
+        name = f"attention, {h} head" + ("s" if h > 1 else "") + (", scaled" if scaled else "")
+        scale = mean.shape[0] ** -0.5 if scaled else 1.0
         t0 = time.perf_counter()
         obj = make_objective(data, opts)
         inputs = padded(frames, data.ids, mean, std)
-        head, history, best, _ = fit_head(inputs, obj, opts, build=lambda: AttentionHead(mean.shape[0], len(index), h))
+        head, history, best, _ = fit_head(inputs, obj, opts, build=lambda: AttentionHead(mean.shape[0], len(index), h, scale))
         seconds = time.perf_counter() - t0
         test_in = padded(frames, test_ids_list, mean, std)
         with torch.no_grad():
@@ -202,6 +205,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--heads", type=int, nargs="+", default=[1, 4], help="Attention heads to compare (each a model).")
+    ap.add_argument("--scaled", type=int, nargs="*", default=[1],
+                    help="Head counts also run with scores scaled by 1/sqrt(d) (a slower query).")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "pooling.json")
     args = ap.parse_args()
 
@@ -221,13 +226,14 @@ def main() -> None:
           f"max {max(lengths)}); largest |mean of frames - cached embedding| {gap:.4f}", file=sys.stderr)
 
     folds = voice_folds(notes, truth, args.folds, args.data_seed)
+    heads = [(h, False) for h in args.heads] + [(h, True) for h in args.scaled]
     runs = []
     partial = args.json.with_suffix(".partial.json")  # the runs so far, after each setting
     args.json.parent.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
         for f, test_ids in enumerate(folds):
             for fraction in args.gold:
-                r = run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, args.epochs, args.heads, lm)
+                r = run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, args.epochs, heads, lm)
                 r["fold"] = f
                 runs.append(r)
                 print(f"  gold {fraction:.0%} draw {seed} fold {f}: " + ", ".join(
