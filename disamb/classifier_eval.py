@@ -116,10 +116,13 @@ def evaluate_classifier(
     records: list[dict],
     cv: int | None = None,
     seed: int = 0,
+    proba_by_id: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Score a trained classifier (disamb.train.Classifier) on gold notes it did not train on.
 
-    Without `cv`: the gold notes the model held out (ids in its JSON). With `cv` = K: the
+    Without `cv`: the gold notes the model held out (ids in its JSON), scored with
+    `proba_by_id` when given (a text-scoring model's probabilities, as predict gives
+    them), else with the head. With `cv` = K: the
     gold notes in the class set are split in K folds and a head is retrained K times with
     the model's own options on everything except one fold (the fold's notes are dropped
     entirely, not merely their gold), then scored on that fold. Predictions range over
@@ -144,9 +147,18 @@ def evaluate_classifier(
             raise ModelEvalError(
                 f"the model holds out no gold note that is here ({len(held)} held-out ids in its JSON); "
                 "use --cv K to retrain K times on the rest")
-        X = np.stack([embeddings[n.id] for n in test])
-        proba = clf.predict_proba(X)
-        window = clf.predict_proba(X, _window_mask(test, index, len(clf.classes)))
+        mask = _window_mask(test, index, len(clf.classes))
+        if proba_by_id is None:
+            X = np.stack([embeddings[n.id] for n in test])
+            proba, window = clf.predict_proba(X), clf.predict_proba(X, mask)
+        else:
+            test = [n for n in test if n.id in proba_by_id]
+            if not test:
+                raise ModelEvalError("no held-out gold note could be scored")
+            mask = _window_mask(test, index, len(clf.classes))
+            proba = np.stack([proba_by_id[n.id] for n in test])
+            window = proba * mask  # the same softmax over fewer classes
+            window /= np.maximum(window.sum(1, keepdims=True), 1e-12)
         y = [_class_of(n, index) for n in test]
         method = f"held-out gold recorded in the model ({len(test)} notes)"
     else:

@@ -18,7 +18,8 @@ from .cli_common import (
     Engine, GoldAnswers, GpusPerWorker, MatcherIn, MinConfidence, Model, NoCache, PositionPrior, Prior, Quiet, Refit,
     RescoreTop, SaveMatcher, Shards, SummaryJson, TargetPrecision, TextScoring, TrainAudioCtx, TrainBeamSize,
     TrainAdapt, TrainAdaptEpochs, TrainCompute, TrainModel, TrainWindow, Window, Workers, apply_gold_answers, check_choice, check_ffmpeg,
-    check_label_outputs, check_recordings, check_recordings_and_context, check_writable, embed_with_progress, err,
+    check_encoder_key, check_label_outputs, check_recordings, check_recordings_and_context, check_writable,
+    embed_with_progress, err,
     eval_model, exit_on_interrupt, fail, label_stopped, load_trained_encoder, load_whisper, open_cache, out,
     prepare_model_folder, print_json, print_line_errors, print_summary, ray_clips, ray_job, read_labels_file,
     read_voice_notes, say, sigterm_as_interrupt, with_model_adapter, write_label_outputs,
@@ -399,8 +400,7 @@ def predict_command(
         fail(f"{chats or recordings}: no recordings to predict")
 
     enc, lm, clip_options = load_trained_encoder(clf.meta, device, context=f"{model_dir}: encoder: ")
-    if enc.get("key") and enc["key"] != lm.key:
-        fail(f"{model_dir}: trained on encoder {enc['key']}, but {enc.get('name')} now loads {lm.key}")
+    check_encoder_key(model_dir, enc, lm)
     lm = with_model_adapter(model_dir, enc, lm)
     cache = open_cache(cache_dir, no_cache)
     interrupted = f"interrupted: {output} left as it was; finished clips are cached"

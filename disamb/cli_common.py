@@ -234,6 +234,12 @@ def load_trained_encoder(meta: dict, device: str, context: str = ""):
     return enc, lm, ClipOptions(beam_size=enc.get("beam_size"), audio_ctx=enc.get("audio_ctx") or "auto")
 
 
+def check_encoder_key(model_dir: Path, encoder: dict, lm) -> None:
+    """Exit in one line when the encoder a model names now loads other weights than it was trained on."""
+    if encoder.get("key") and encoder["key"] != lm.key:
+        fail(f"{model_dir}: trained on encoder {encoder['key']}, but {encoder.get('name')} now loads {lm.key}")
+
+
 def with_model_adapter(model_dir: Path, encoder: dict, lm):
     """The model a classifier's clips are embedded and scored with: `lm` plus the folder's adapter, if any."""
     from .adapt import AdapterError
@@ -390,26 +396,35 @@ def eval_model(model_dir, recordings, records, gold, cv, device, cache_dir, no_c
     from .audio import FfmpegMissingError, require_ffmpeg
     from .classifier_eval import evaluate_classifier, model_notes
     from .evaluate import EvalError
-    from .train import Classifier, ModelFileError
+    from .combine import TextClassifier, load_classifier
+    from .train import ModelFileError
 
     if recordings is None or not recordings.is_dir():
         fail("--model needs --recordings DIR, the folder of the audio files" + (f" ({recordings} is not a folder)" if recordings else ""))
     try:
-        clf = Classifier.load(model_dir)
+        clf = load_classifier(model_dir)
         require_ffmpeg()
     except (ModelFileError, FfmpegMissingError) as e:
         fail(str(e))
-    if "text_scoring" in clf.meta:  # not yet wired here: say so rather than pass the head off as the model
-        say(f"{model_dir}: eval --model scores the head alone, without the model's text scoring", "note")
+    text_model = isinstance(clf, TextClassifier)
+    if text_model and cv is not None:  # K retrainings of the text scoring would rescore every clip K times
+        say(f"{model_dir}: --cv retrains and scores the head alone, without the model's text scoring", "note")
     notes, path_errors = model_notes(records, gold, recordings)
     held = set(clf.meta.get("holdout_ids") or [])
     wanted = notes if cv is not None else [n for n in notes if n.has_gold and n.id in held]
-    enc, lm, options = load_trained_encoder(clf.meta, device)
+    enc, lm, options = load_trained_encoder(clf.meta, device, context=f"{model_dir}: encoder: ")
+    check_encoder_key(model_dir, enc, lm)
     lm = with_model_adapter(model_dir, enc, lm)
     cache = open_cache(cache_dir, no_cache)
-    embs, clip_errors = embed_with_progress(lm, wanted, options, cache, quiet, "interrupted: finished clips are cached")
+    interrupted = "interrupted: finished clips are cached"
+    proba = None
+    if text_model and cv is None:  # the whole model, as predict runs it
+        with exit_on_interrupt(interrupted), progress_bar(len(wanted), "class texts", quiet, err) as advance:
+            proba, embs, clip_errors = clf.predict(lm, wanted, options, cache, on_done=advance)
+    else:
+        embs, clip_errors = embed_with_progress(lm, wanted, options, cache, quiet, interrupted)
     try:
-        scored = evaluate_classifier(clf, notes, embs, records, cv=cv)
+        scored = evaluate_classifier(clf.head if text_model else clf, notes, embs, records, cv=cv, proba_by_id=proba)
     except EvalError as e:
         fail(f"{model_dir}: {e}")
     scored["model_dir"] = str(model_dir)

@@ -219,3 +219,48 @@ def _zero_head(C: int):
         for p in head.parameters():
             p.zero_()
     return head
+
+
+def test_eval_model_scores_a_text_model_as_predict_does(tmp_path, tiny_model):
+    """`eval --model` on a text-scoring model reports the whole model on its held-out gold:
+    a head that knows nothing (the head alone would say the first class every time) with
+    text scoring that reads the words gets every phrase right; a model whose encoder key
+    no longer matches is refused in one line."""
+    from typer.testing import CliRunner
+
+    from disamb.cli import app
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    for k, text in enumerate(PHRASES):
+        speak(text, rec / f"c{k}.wav", voice=("en-gb", "en-us")[k % 2], speed=150)
+    classes = build_classes(list(PHRASES), min_count=1)
+    ids = [f"c{k}" for k in range(len(PHRASES))]
+    meta = {"head": {"kind": "linear"}, "encoder": {"name": "tiny.en", "key": tiny_model.key},
+            "class_names": {c: classes.name(c) for c in classes.classes}, "holdout_ids": ids}
+    head = Classifier(classes=classes.classes, head=_zero_head(len(classes.classes)),
+                      mean=np.zeros(384, np.float32), std=np.ones(384, np.float32), meta=meta)
+    comb = Combiner(weights=np.array([1.0, 0.0, 0.0]), bias=np.zeros(3), scale=np.ones(3))
+    TextClassifier(head, comb, [classes.typed(c) for c in classes.classes]).save(tmp_path / "model")
+    labels = tmp_path / "labels.jsonl"
+    rows = []
+    for k, text in enumerate(PHRASES):
+        cands = [{"id": f"m{k}{j}", "text": t, "prob": 1 / 3} for j, t in enumerate(PHRASES)]
+        rows.append({"id": f"c{k}", "file": f"c{k}.wav", "transcript": text, "candidates": cands,
+                     "label_id": f"m{k}{k}", "label": text, "confidence": 0.9, "accepted": True,
+                     "gold_label_id": f"m{k}{k}"})
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", str(labels), "--model", str(tmp_path / "model"), "--recordings", str(rec),
+            "--cache-dir", str(tmp_path / "cache"), "--json", "-q"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["classifier"]
+    assert got["ids"] == ids and got["accuracy"] == pytest.approx(1.0)
+
+    meta_path = tmp_path / "model" / "model.json"
+    m = json.loads(meta_path.read_text())
+    m["encoder"]["key"] = "another-encoder"
+    meta_path.write_text(json.dumps(m))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "trained on encoder another-encoder" in r.output
+    assert "Traceback" not in r.output
