@@ -208,38 +208,51 @@ def main() -> None:
     ap.add_argument("--scaled", type=int, nargs="*", default=[1],
                     help="Head counts also run with scores scaled by 1/sqrt(d) (a slower query).")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "pooling.json")
+    ap.add_argument("--resume", action="store_true", help="Keep the settings JSON.partial.json already holds.")
     args = ap.parse_args()
 
     torch.set_num_threads(1)  # the machine is shared; one clip's encoder pass fits one core
     t_start = time.perf_counter()
     notes, truth, outcomes, data_dir, lm = prepare(args.out, args.n_per_class, args.data_seed, args.model)
     t_prepare = time.perf_counter() - t_start
-    t0 = time.perf_counter()
     ctx = ClipOptions().audio_ctx
-    frames = clip_frames(lm, notes, ctx)
-    t_frames = time.perf_counter() - t0
-    # the frames' mean must be the embedding the mean head sees (same model, same context)
-    gap = max(float(np.abs(frames[i].astype(np.float32).mean(0) - outcomes[i].result.embedding).max())
-              for i in frames if outcomes.get(i) is not None and outcomes[i].result is not None)
-    lengths = [len(f) for f in frames.values()]
-    print(f"frames of {len(frames)} clips in {t_frames:.0f} s ({np.median(lengths):.0f} valid frames median, "
-          f"max {max(lengths)}); largest |mean of frames - cached embedding| {gap:.4f}", file=sys.stderr)
-
     folds = voice_folds(notes, truth, args.folds, args.data_seed)
     heads = [(h, False) for h in args.heads] + [(h, True) for h in args.scaled]
-    runs = []
     partial = args.json.with_suffix(".partial.json")  # the runs so far, after each setting
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    for seed in range(args.seeds):
-        for f, test_ids in enumerate(folds):
-            for fraction in args.gold:
-                r = run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, args.epochs, heads, lm)
-                r["fold"] = f
-                runs.append(r)
-                print(f"  gold {fraction:.0%} draw {seed} fold {f}: " + ", ".join(
-                    f"{k} {v['test_correct'] / r['test_notes']:.3f} ({v['seconds']:.1f} s)" for k, v in r["heads"].items()),
-                    file=sys.stderr)
-                partial.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "runs": runs}, indent=1))
+    settings = [(seed, f, fraction) for seed in range(args.seeds) for f in range(args.folds) for fraction in args.gold]
+    done, frame_info = {}, None
+    if args.resume and partial.exists():  # settings a stopped run finished (same options assumed)
+        prev = json.loads(partial.read_text())
+        done = {(r["seed"], r["fold"], r["gold_fraction"]): r for r in prev["runs"]}
+        frame_info = prev.get("frames")
+    frames = {}
+    if any(s not in done for s in settings):
+        t0 = time.perf_counter()
+        frames = clip_frames(lm, notes, ctx)
+        t_frames = time.perf_counter() - t0
+        # the frames' mean must be the embedding the mean head sees (same model, same context)
+        gap = max(float(np.abs(frames[i].astype(np.float32).mean(0) - outcomes[i].result.embedding).max())
+                  for i in frames if outcomes.get(i) is not None and outcomes[i].result is not None)
+        lengths = [len(f) for f in frames.values()]
+        frame_info = {"seconds": round(t_frames, 1), "median_valid": float(np.median(lengths)),
+                      "max_valid": int(max(lengths)), "max_abs_gap_to_cached_embedding": gap}
+        print(f"frames of {len(frames)} clips in {t_frames:.0f} s ({np.median(lengths):.0f} valid frames median, "
+              f"max {max(lengths)}); largest |mean of frames - cached embedding| {gap:.4f}", file=sys.stderr)
+
+    runs = []
+    for seed, f, fraction in settings:
+        if (seed, f, fraction) in done:
+            runs.append(done[seed, f, fraction])
+            continue
+        r = run_setting(notes, truth, outcomes, frames, folds[f], fraction, seed, args.epochs, heads, lm)
+        r["fold"] = f
+        runs.append(r)
+        print(f"  gold {fraction:.0%} draw {seed} fold {f}: " + ", ".join(
+            f"{k} {v['test_correct'] / r['test_notes']:.3f} ({v['seconds']:.1f} s)" for k, v in r["heads"].items()),
+            file=sys.stderr)
+        partial.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "frames": frame_info, "runs": runs},
+                                      indent=1))
     names = list(runs[0]["heads"])
 
     def pooled(sel: list[dict], name: str) -> dict:
@@ -306,8 +319,7 @@ def main() -> None:
         "commit": commit or None, "command": "python " + " ".join(sys.argv), "dataset": str(data_dir),
         "recordings": len(notes), "folds": args.folds, "epochs": args.epochs, "seeds": args.seeds,
         "recipe": "CE on gold + accepted, PRODEN on the rest (TrainOptions(loss='proden'), linear output layer)",
-        "audio_ctx": ctx, "frames": {"seconds": round(t_frames, 1), "median_valid": float(np.median(lengths)),
-                                     "max_valid": int(max(lengths)), "max_abs_gap_to_cached_embedding": gap},
+        "audio_ctx": ctx, "frames": frame_info, "settings_resumed": sum(s in done for s in settings),
         "prepare_seconds": round(t_prepare, 1), "seconds": round(time.perf_counter() - t_start, 1),
         "loadavg": list(os.getloadavg()),
         "table": table, "mistakes": mistakes, "runs": runs,
