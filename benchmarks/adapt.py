@@ -13,7 +13,9 @@ and the training cost: seconds per 100 clips per epoch (training only, summed ov
 and the whole adaptation's wall time (training, rescoring, priors, transcription).
 
 Variants (--variants): full (LayerNorms + LoRA, soft targets), ln (LayerNorms only),
-hard (only notes the matcher is at least 0.9 sure of, one-hot).
+hard (only notes the matcher is at least 0.9 sure of, one-hot), rounds2 (label → adapt →
+relabel twice; its row measures the last round run, kept by the gold or not, and lists
+every round's figures under "rounds").
 
 Usage: python benchmarks/adapt.py --data /work/bench-data --families codes-phone,chat-early-espeak \
            --notes 60 --epochs 2 [--variants full,ln,hard] [--build-notes N] [--out benchmarks/results/adapt.json]
@@ -52,6 +54,7 @@ VARIANTS = {
     "full": AdaptOptions(),
     "ln": AdaptOptions(lora=False),
     "hard": AdaptOptions(hard=True),
+    "rounds2": AdaptOptions(rounds=2),
 }
 
 
@@ -112,16 +115,18 @@ def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epo
         t1 = time.perf_counter()
         done = adapt_and_relabel(lm, notes, base.records, base.summary, ClipOptions(), MatchOptions(), cache, opts)
         wall = time.perf_counter() - t1
-        adapters = done.rounds[0].adapters
+        adapters = [a for r in done.rounds for a in r.adapters]
         trained = [a for a in adapters if not a.reused]
         clip_epochs = sum(len(a.train_ids) for a in trained) * epochs
-        row = measure(notes, done.rounds[0].records, truth)  # round 1's labels, kept by the gold or not
+        row = measure(notes, done.rounds[-1].records, truth)  # the last round's labels, kept by the gold or not
+        if len(done.rounds) > 1:
+            row["rounds"] = [measure(notes, r.records, truth) for r in done.rounds]
         row.update(
             adapt_seconds=round(wall, 1),
             train_s_per_100_clips_epoch=round(100 * sum(a.seconds for a in trained) / clip_epochs, 1) if clip_epochs else None,
             epoch_losses=[[round(x, 3) for x in a.epoch_losses] for a in adapters],
             reused=[a.reused for a in adapters],
-            kept_by_gold=done.rounds[0].kept,
+            kept_by_gold=[r.kept for r in done.rounds],
         )
         out[v] = row
         print(f"{name}: {v} {row}", flush=True)

@@ -60,3 +60,11 @@ def test_normalize_is_idempotent_and_total(text):
     assert normalize(once) == once
     text_features(text, once)  # never raises
     assert render_spoken(text)
+
+
+def test_renderings_are_punctuated_as_whisper_writes():
+    # a space before a mark and a doubled "!" are typing habits nobody pronounces
+    assert render_spoken("code 255 !!")[0] == "Code 255!"
+    assert "255!" in render_spoken("code 255 !!")
+    assert render_spoken("wait , what ??")[0] == "Wait, what?"
+    assert render_spoken("really?!")[0] == "Really?"
