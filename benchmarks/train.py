@@ -93,6 +93,14 @@ def prepare(out: Path, n_per_class: int, seed: int, model: str, mode: str = "ful
     return read.notes, truth, run.outcomes, data_dir, lm
 
 
+def senders_as_voices(notes: list, truth: dict) -> list:
+    """The notes with the voice as the sender, as in a real chat where a person's notes are
+    their voice (closed_class_dataset draws the sender apart from the voice: each of its
+    6 senders speaks with ~16 of the 18 voices). Only the out-of-fold folds of the
+    combination read the sender; the labeller and the audio do not, so the cache stays valid."""
+    return [replace(n, sender=truth[n.id]["voice"]) for n in notes]
+
+
 def voice_folds(notes: list, truth: dict, k: int, seed: int) -> list[set[str]]:
     """Note ids of k test folds, each holding every recording of some voices, so test
     speakers are never heard in training and every recording is tested once."""
@@ -155,12 +163,31 @@ def text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_c
     texts = run_text_scoring(lm, test_notes, clf.variants, ClipOptions(), cache)
     prior = class_priors(lm, clf.variants, cache)
     feats, ok = text_features([texts.results[n.id] for n in test_notes], clf.variants, prior)
-    score("text scoring alone", softmax_masked(feats[..., 0], ok), time.perf_counter() - t0)
+    alone = softmax_masked(feats[..., 0], ok)
+    score("text scoring alone", alone, time.perf_counter() - t0)
+    out["mistakes"] = mistakes(test_notes, classes, y, P, alone, feats[..., 0], ok,
+                               head_res.classifier.predict_proba(X))
     LAST_MODEL[0] = clf
     out["combination"]["weights"] = clf.describe()["weights"]
     out["combination"]["temperature"] = clf.combiner.temperature
     out["combination"]["holdout_accuracy"] = text.combine.holdout_accuracy
     out["combination"]["classes_scored_per_training_clip"] = text.scored_per_clip
+    return out
+
+
+def mistakes(test_notes, classes, y, comb, alone, pmi, ok, head) -> list[dict]:
+    """The held-out notes the combination or the text scores alone got wrong: what each chose,
+    the true class's PMI rank (1 = best, None: outside the class set) and the head's choice."""
+    out = []
+    for r, n in enumerate(test_notes):
+        if comb[r].argmax() == y[r] and alone[r].argmax() == y[r]:
+            continue
+        pm = np.where(ok[r], pmi[r], -np.inf)
+        out.append({"id": n.id, "truth": classes[y[r]] if y[r] >= 0 else None,
+                    "combination": classes[comb[r].argmax()], "p": round(float(comb[r].max()), 3),
+                    "text_alone": classes[alone[r].argmax()], "head": classes[head[r].argmax()],
+                    "truth_pmi_rank": int((pm > pm[y[r]]).sum()) + 1 if y[r] >= 0 else None,
+                    "pmi_gap": round(float(pm.max() - pm[y[r]]), 3) if y[r] >= 0 else None})
     return out
 
 
@@ -215,6 +242,7 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, 
         result["models"] = text_models(lm, cache, data, head_res, opts, train_notes, test_notes, true_cls, rescore_top,
                                        max_variants)
         result["models"]["head on mean"]["seconds"] = round(t_head, 2)
+        result["mistakes"] = result["models"].pop("mistakes")
     return result
 
 
@@ -319,6 +347,8 @@ def main() -> None:
     ap.add_argument("--speed-clips", type=int, default=6, help="Fresh clips timed for the predict speed (0: skip).")
     ap.add_argument("--speed-classes", type=int, nargs="*", default=[30, 300])
     ap.add_argument("--speed-top", type=int, default=10)
+    ap.add_argument("--senders", default="voice", choices=["voice", "chat"],
+                    help="A note's sender: its voice, as in a real chat (default), or the generator's (drawn apart from the voice).")
     ap.add_argument("--speed-only", action="store_true",
                     help="Only the predict speed, with the benchmark's 30 phrases as the first classes.")
     args = ap.parse_args()
@@ -331,6 +361,8 @@ def main() -> None:
     if args.speed_only:
         speed_only(args, notes, data_dir)
         return
+    if args.senders == "voice":
+        notes = senders_as_voices(notes, truth)
     lm = cache = None
     if not args.no_text:
         lm, cache = labeller, ClipCache(args.out / "cache")
@@ -413,7 +445,7 @@ def main() -> None:
     path.write_text(json.dumps({
         "commit": commit or None, "command": "python " + " ".join(sys.argv), "dataset": str(data_dir),
         "recordings": len(notes), "folds": args.folds, "head": args.head, "clip_mode": args.clip_mode,
-        "epochs": args.epochs, "seeds": args.seeds, "rescore_top": args.rescore_top, "max_variants": args.max_variants,
+        "epochs": args.epochs, "seeds": args.seeds, "senders": args.senders, "rescore_top": args.rescore_top, "max_variants": args.max_variants,
         "seconds": round(time.perf_counter() - t_start, 1),
         "table": {f"{f:.2f}": {k: {"mean": m, "sd": s} for k, (m, s) in v.items()} for f, v in table.items()},
         "models": {f"{f:.2f}": {k: {m: {"mean": v[m][0], "sd": v[m][1]} for m in v} for k, v in d.items()}

@@ -10,7 +10,8 @@ import pytest
 
 from disamb.classes import build_classes
 from disamb.combine import (
-    FEATURES, Combiner, TextClassifier, features_with_head, fit_combiner, load_classifier,
+    FEATURES, Combiner, TextClassifier, features_with_head, fit_combiner, load_classifier, oof_folds,
+    out_of_fold_logits,
 )
 from disamb.train import Classifier, Dataset, ModelFileError, TrainOptions, train
 from disamb.textclass import expected_calibration_error, shortlist, softmax_masked
@@ -75,6 +76,43 @@ def test_temperature_is_fitted_only_with_enough_held_out_gold():
     many = fit_combiner(feats, ok, _dataset(y, 4, rng, 100, 150), TrainOptions(seed=0))
     assert many.holdout_size == 30 and many.combiner.temperature != 1.0
     assert 0.5 < many.combiner.temperature < 2.0  # the CE fit was close to calibrated already
+
+
+def test_out_of_fold_folds_keep_each_sender_in_one_fold():
+    senders = ["ann"] * 9 + ["bo"] * 5 + ["cy"] * 4 + ["di"] * 3 + [None] * 3
+    fold, how = oof_folds(senders, 3, seed=0)
+    assert how == "by sender (4 senders)"
+    for s in ("ann", "bo", "cy", "di"):
+        assert len({fold[i] for i, t in enumerate(senders) if t == s}) == 1
+    assert sorted(np.bincount(fold, minlength=3).tolist()) == [7, 8, 9]  # largest first into the emptiest fold
+    again, _ = oof_folds(senders, 3, seed=0)
+    assert (again == fold).all()
+
+
+@pytest.mark.parametrize("senders", [[None] * 10, ["ann"] * 6 + ["bo"] * 4])
+def test_out_of_fold_folds_are_random_without_enough_senders(senders):
+    fold, how = oof_folds(senders, 3, seed=0)
+    assert how == "random"
+    assert sorted(np.bincount(fold, minlength=3).tolist()) == [3, 3, 4]
+    assert len({tuple(oof_folds(senders, 3, seed=s)[0]) for s in range(5)}) > 1  # the seed draws them
+
+
+def test_out_of_fold_head_logits_are_for_senders_it_did_not_hear():
+    """Each sender says one class and the features only tell senders apart (a random vector
+    per sender): a head that heard the sender gets it right, one that did not has nothing to go on."""
+    rng = np.random.default_rng(0)
+    C, S, per = 3, 12, 6
+    senders = [f"s{k}" for k in range(S) for _ in range(per)]
+    y = np.array([k % C for k in range(S) for _ in range(per)])
+    data = _dataset(y, C, rng, n_gold=len(y), n_accepted=0)
+    voice = rng.normal(0.0, 1.0, (S, 32))
+    data.X = (np.repeat(voice, per, axis=0) + rng.normal(0.0, 0.1, (len(y), 32))).astype(np.float32)
+    opts = TrainOptions(loss="ce", seed=0, holdout=0.0)
+    heard, how_random = out_of_fold_logits(data, opts)
+    unheard, how_sender = out_of_fold_logits(data, opts, senders=senders)
+    assert (how_random, how_sender) == ("random", "by sender (12 senders)")
+    assert (heard.argmax(1) == y).mean() > 0.9
+    assert (unheard.argmax(1) == y).mean() < 0.5
 
 
 def test_classes_not_scored_get_no_probability():
