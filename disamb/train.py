@@ -25,7 +25,7 @@ from torch import nn
 
 from . import __version__
 from .chats import VoiceNote
-from .classes import ClassFileError, ClassSet, build_classes, class_key, read_class_file  # noqa: F401 (their old home)
+from .classes import KEY_VERSION, ClassFileError, ClassSet, build_classes, class_key, read_class_file, rekeyed  # noqa: F401 (their old home)
 from .files import dumps, write_atomic
 
 LOSSES = ("gold", "ce", "proden", "cc", "mse")
@@ -521,7 +521,7 @@ class Classifier:
         shapes = {k: list(v.shape) for k, v in tensors.items()}
         meta = self.meta | (extra_meta or {}) | {
             "format": FORMAT_VERSION, "package": "disamb", "package_version": __version__,
-            "classes": self.classes, "feature_dim": self.dim, "tensors": shapes,
+            "class_key_version": KEY_VERSION, "classes": self.classes, "feature_dim": self.dim, "tensors": shapes,
         }
         write_atomic(folder / META_FILE, dumps(meta, indent=1) + "\n")
 
@@ -534,7 +534,7 @@ class Classifier:
         if not folder.is_dir():
             raise ModelFileError(f"{folder}: not a model folder")
         try:
-            meta = json.loads((folder / META_FILE).read_text("utf-8"))
+            meta = rekeyed(json.loads((folder / META_FILE).read_text("utf-8")))
         except FileNotFoundError:
             raise ModelFileError(f"{folder}: no {META_FILE} (not a disamb model folder)") from None
         except (OSError, ValueError) as e:

@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 from disamb.chats import Candidate, VoiceNote
+from disamb.classes import class_key
 from disamb.predict import find_recordings, predict_notes
 from disamb.train import (
     ClassFileError, Classifier, Dataset, ModelFileError, TrainError, TrainOptions, build_classes, build_dataset,
@@ -71,6 +72,45 @@ def test_typed_variants_that_say_the_same_merge_and_the_commonest_names_the_clas
     assert fillers.classes == ["4712", "happy birthday", "okay thanks", "thanks"]  # normalised spelling
     assert fillers.counts["happy birthday"] == 3
     assert fillers.names["4712"] == "code 4712"
+
+
+def test_a_dropped_apostrophe_does_not_make_a_class():
+    said = ["I'll call you back", "ill call you back", "I\u2019ll call you back", "its 4712", "it's 4712",
+            "we're home", "were home", "let's go", "lets go"]
+    cs = build_classes(said, min_count=1)
+    assert len(cs.classes) == 4
+    assert cs.counts[class_key("ill call you back")] == 3
+    assert class_key("I\u2019ll be there") == class_key("ill be there")  # a curly apostrophe no longer splits the word
+
+
+def test_a_model_keyed_before_apostrophes_were_dropped_is_rekeyed_on_load(tmp_path):
+    """An old model.json keyed "I'll call you back" as "i will call you back": on load it is
+    keyed as today's `class_key` keys the chat's texts, with its names, variants and counts;
+    where two old classes now share a key, the second keeps its old one."""
+    import json
+
+    from disamb.train import KEY_VERSION, Classifier
+
+    data, _, _ = _toy()
+    clf = train(data, TrainOptions(epochs=5)).classifier
+    clf.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["class_key_version"] == KEY_VERSION
+    old = {c: f"old {c}" for c in meta["classes"]}
+    first, second = meta["classes"][0], meta["classes"][1]
+    names = {old[first]: "I'll call you back", old[second]: "ill call you back"}
+    for c in meta["classes"][2:]:
+        names[old[c]] = c
+    meta.update(classes=[old[c] for c in meta["classes"]], class_names=names,
+                class_variants={old[c]: {names[old[c]]: 1} for c in meta["classes"]})
+    del meta["class_key_version"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    got = Classifier.load(tmp_path / "m")
+    assert got.classes[0] == "ill call you back" and got.classes[1] == old[second]  # a clash keeps the old key
+    assert got.classes[2:] == [class_key(c) for c in clf.classes[2:]]
+    assert got.meta["class_names"]["ill call you back"] == "I'll call you back"
+    assert got.meta["class_variants"]["ill call you back"] == {"I'll call you back": 1}
+    assert np.allclose(got.logits(data.X[:3]), clf.logits(data.X[:3]))
 
 
 def test_classes_file_errors(tmp_path):
