@@ -129,6 +129,7 @@ def evaluate_classifier(
     all classes; `window_accuracy` restricts them to the note's candidate classes.
     """
     from .match import fold_ids
+    from .predict import restrict_proba
     from .train import TrainError, TrainOptions, build_classes, build_dataset, train
 
     index = {c: i for i, c in enumerate(clf.classes)}
@@ -147,18 +148,17 @@ def evaluate_classifier(
             raise ModelEvalError(
                 f"the model holds out no gold note that is here ({len(held)} held-out ids in its JSON); "
                 "use --cv K to retrain K times on the rest")
+        if proba_by_id is not None:
+            test = [n for n in test if n.id in proba_by_id]
+            if not test:
+                raise ModelEvalError("no held-out gold note could be scored")
         mask = _window_mask(test, index, len(clf.classes))
         if proba_by_id is None:
             X = np.stack([embeddings[n.id] for n in test])
             proba, window = clf.predict_proba(X), clf.predict_proba(X, mask)
         else:
-            test = [n for n in test if n.id in proba_by_id]
-            if not test:
-                raise ModelEvalError("no held-out gold note could be scored")
-            mask = _window_mask(test, index, len(clf.classes))
             proba = np.stack([proba_by_id[n.id] for n in test])
-            window = proba * mask  # the same softmax over fewer classes
-            window /= np.maximum(window.sum(1, keepdims=True), 1e-12)
+            window = restrict_proba(proba, mask)
         y = [_class_of(n, index) for n in test]
         method = f"held-out gold recorded in the model ({len(test)} notes)"
     else:

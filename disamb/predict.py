@@ -36,6 +36,15 @@ def candidate_mask(notes: list[VoiceNote], index: dict[str, int], n_classes: int
     return mask, empty
 
 
+def restrict_proba(probs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Probabilities over all classes renormalised over the `allowed` ones: the same as a
+    softmax over those classes only. A row whose allowed classes all have probability 0
+    (a shortlist scored none of them) is uniform over them."""
+    probs = np.where(allowed, probs, 0.0)
+    total = probs.sum(1, keepdims=True)
+    return np.where(total > 0, probs / np.where(total > 0, total, 1.0), allowed / allowed.sum(1, keepdims=True))
+
+
 def find_recordings(folder: Path) -> tuple[list[VoiceNote], list[str]]:
     """Every audio file under `folder` as a note without candidates (id = relative path).
 
@@ -110,10 +119,8 @@ def predict_notes(
             probs = clf.predict_proba(np.stack([embeddings[n.id] for n in ready]), allowed)
         else:
             probs = np.stack([proba[n.id] for n in ready])
-            if allowed is not None:  # the same as a softmax over the allowed classes only
-                probs = np.where(allowed, probs, 0.0)
-                total = probs.sum(1, keepdims=True)
-                probs = np.where(total > 0, probs / np.where(total > 0, total, 1.0), allowed / allowed.sum(1, keepdims=True))
+            if allowed is not None:
+                probs = restrict_proba(probs, allowed)
     rows_by_id: dict[str, dict] = {}
     for r, note in enumerate(ready):
         p = probs[r]
