@@ -36,8 +36,9 @@ def class_key(text: str) -> str:
     typed beside it stayed a class of its own. On the classifier benchmark the
     classifier lost two held-out recordings of one fold to that twin. "its"/"it's",
     "were"/"we're" and "lets"/"let's" are one class for the same reason, and a curly
-    "I’ll" no longer splits into "i ll". In the
-    closed-class benchmark's chat, 15% of typed truths normalised differently from their
+    "I’ll" no longer splits into "i ll".
+
+    In the closed-class benchmark's chat, 15% of typed truths normalised differently from their
     phrase, mostly typos ("loev you", "meetnig is canceled") that one spelling fix brings
     back; filler words a typist adds ("ok", "pls", "code": `textsim.FILLER_WORDS`, the ones
     labelling's renderings may drop) made classes of their own, and the classifier then
@@ -58,9 +59,11 @@ def rekeyed(meta: dict) -> dict:
         return meta
     names = meta.get("class_names") if isinstance(meta.get("class_names"), dict) else {}
     new: dict[str, str] = {}
+    taken: set[str] = set()
     for old in map(str, meta["classes"]):
         key = class_key(str(names.get(old) or old)) or old
-        new[old] = old if key in new.values() else key
+        new[old] = old if key in taken else key
+        taken.add(new[old])
     out = dict(meta, classes=[new[str(c)] for c in meta["classes"]], class_key_version=KEY_VERSION)
     for name in ("class_counts", "class_names", "class_variants"):
         if isinstance(meta.get(name), dict):
