@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,12 +148,6 @@ def _scores(proba: np.ndarray, y: np.ndarray) -> dict:
     return {"test_correct": int(right.sum()), "ece": expected_calibration_error(proba, y)}
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
-
-
 def run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, epochs, heads: list[tuple[int, bool]],
                 labeller) -> dict:
     """Label with this much gold, train the mean head and the attention heads on the same
@@ -201,7 +196,7 @@ def run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, epochs
         spread = (ent.exp() / valid.sum(1)).numpy()
         peak = (w.argmax(1)[:, 0].float() / valid.sum(1)).numpy()  # where the first head looks, 0..1 of the clip
         hold = next((e.holdout_accuracy for e in history if e.epoch == best), None)
-        proba = _softmax(z)
+        proba = softmax(z, axis=1)
         result["heads"][name] = _scores(proba, y) | {
             "seconds": round(seconds, 2), "best_epoch": best, "holdout_accuracy": hold,
             "weight_spread_median": float(np.median(spread)), "peak_position_median": float(np.median(peak))}
