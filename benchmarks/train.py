@@ -192,9 +192,13 @@ def mistakes(test_notes, classes, y, comb, alone, pmi, ok, head) -> list[dict]:
 
 
 def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, recipes, labeller, lm=None,
-                cache=None, rescore_top=None, max_variants=None) -> dict:
+                cache=None, rescore_top=None, max_variants=None, adapt_epochs=0) -> dict:
     """Label with this much gold (`labeller`: the Whisper model the clips were run with), then
-    train every recipe and score on held-out voices; `lm` also the text-scoring models."""
+    train every recipe and score on held-out voices; `lm` also the text-scoring models.
+
+    `adapt_epochs` > 0: as `disamb train --adapt`, one encoder adapter trained on the
+    training voices' labelled notes (never on a held-out voice), and everything after the
+    labelling (embeddings, head, text scoring, combination) runs on the adapted model."""
     gold_notes = with_gold(notes, truth, fraction, seed, test_ids)
     train_notes = [n for n in gold_notes if n.id not in test_ids]
     test_notes = [n for n in gold_notes if n.id in test_ids]
@@ -203,6 +207,9 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, 
     records, summary = run.records, run.summary
     by_id = {r["id"]: r for r in records}
     embs = {i: o.result.embedding for i, o in outcomes.items() if o.result is not None}
+    adapted = None
+    if adapt_epochs and lm is not None:
+        lm, embs, adapted = adapt_encoder(lm, train_notes, by_id, gold_notes, cache, adapt_epochs)
     classes = build_classes(class_texts(train_notes, by_id), min_count=2)
     data = build_dataset(train_notes, by_id, embs, classes)
 
@@ -219,7 +226,7 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, 
         "pseudo_label_precision": pseudo_right / len(acc_rows) if acc_rows else None,
         "labeller_gold_accuracy": summary.gold_accuracy,
         "recipes": {},
-    }
+    } | ({"adapter": adapted} if adapted else {})
     result["test_in_class_set"] = sum(t in set(classes.classes) for t in true_cls)
     labeller = {r["id"]: r for r in records}
     result["labeller_test_correct"] = sum(labeller[n.id]["label_id"] == truth[n.id]["label_id"] for n in test_notes)
@@ -244,6 +251,27 @@ def run_setting(notes, truth, outcomes, test_ids, fraction, seed, head, epochs, 
         result["models"]["head on mean"]["seconds"] = round(t_head, 2)
         result["mistakes"] = result["models"].pop("mistakes")
     return result
+
+
+def adapt_encoder(lm, train_notes, records, all_notes, cache, epochs: int):
+    """(adapted model, embeddings of every note by it, what the adapter cost): `train --adapt`'s
+    adapter, trained on the training voices' notes only."""
+    from disamb.adapt import AdaptOptions
+    from disamb.clips import embed_notes
+    from disamb.match import default_matcher
+    from disamb.model_adapter import train_model_adapter
+
+    t0 = time.perf_counter()
+    adapted, adapter = train_model_adapter(lm, train_notes, {n.id: records[n.id] for n in train_notes},
+                                           ClipOptions(), cache.root, AdaptOptions(epochs=epochs))
+    t_train = time.perf_counter() - t0
+    embs, errors = embed_notes(adapted, all_notes, ClipOptions(), cache, default_matcher())
+    assert not errors, errors
+    info = {"train_notes": len(adapter.train_ids), "epochs": epochs, "reused": adapter.reused,
+            "epoch_losses": [round(x, 4) for x in adapter.epoch_losses], "train_seconds": round(t_train, 1),
+            "embed_seconds": round(time.perf_counter() - t0 - t_train, 1)}
+    print(f"  adapter: {info}", file=sys.stderr)
+    return adapted, embs, info
 
 
 MAX_EVERY = 100  # classes up to which predict_speed also times scoring every class
@@ -349,6 +377,8 @@ def main() -> None:
     ap.add_argument("--speed-top", type=int, default=10)
     ap.add_argument("--senders", default="voice", choices=["voice", "chat"],
                     help="A note's sender: its voice, as in a real chat (default), or the generator's (drawn apart from the voice).")
+    ap.add_argument("--adapt-epochs", type=int, default=0,
+                    help="As `train --adapt`: an encoder adapter trained on the training voices (0: none).")
     ap.add_argument("--speed-only", action="store_true",
                     help="Only the predict speed, with the benchmark's 30 phrases as the first classes.")
     args = ap.parse_args()
@@ -376,7 +406,7 @@ def main() -> None:
         for f, test_ids in enumerate(folds):
             for fraction in args.gold:
                 r = run_setting(notes, truth, outcomes, test_ids, fraction, seed, args.head, args.epochs, args.recipes,
-                                labeller, lm, cache, args.rescore_top, args.max_variants)
+                                labeller, lm, cache, args.rescore_top, args.max_variants, args.adapt_epochs)
                 r["fold"] = f
                 runs.append(r)
                 print(f"  gold {fraction:.0%} draw {seed} fold {f}: " + ", ".join(
@@ -446,6 +476,7 @@ def main() -> None:
         "commit": commit or None, "command": "python " + " ".join(sys.argv), "dataset": str(data_dir),
         "recordings": len(notes), "folds": args.folds, "head": args.head, "clip_mode": args.clip_mode,
         "epochs": args.epochs, "seeds": args.seeds, "senders": args.senders, "rescore_top": args.rescore_top, "max_variants": args.max_variants,
+        "adapt_epochs": args.adapt_epochs,
         "seconds": round(time.perf_counter() - t_start, 1),
         "table": {f"{f:.2f}": {k: {"mean": m, "sd": s} for k, (m, s) in v.items()} for f, v in table.items()},
         "models": {f"{f:.2f}": {k: {m: {"mean": v[m][0], "sd": v[m][1]} for m in v} for k, v in d.items()}
