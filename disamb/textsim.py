@@ -67,8 +67,22 @@ def strip_symbols(text: str) -> str:
     return re.sub(r"\s+", " ", "".join(kept)).strip()
 
 
+# Units typed short after a number: said in the plural unless the number is 1 ("10 min" is
+# said "ten minutes", which is how Whisper writes it).
+UNIT_ABBREVIATIONS: dict[str, str] = {
+    "min": "minute", "mins": "minute", "sec": "second", "secs": "second", "hr": "hour", "hrs": "hour",
+}
+_counted_unit_re = re.compile(r"(?<![\w.])(\d+)\s?(" + "|".join(UNIT_ABBREVIATIONS) + r")(?![\w'])", re.IGNORECASE)
+
+
 def expand_abbreviations(text: str) -> str:
     """Replace chat shorthand tokens ("u", "tmrw", "omw") by the words a speaker says."""
+
+    def counted(match: re.Match) -> str:
+        number, unit = match.groups()
+        return f"{number} {UNIT_ABBREVIATIONS[unit.lower()]}{'' if number == '1' else 's'}"
+
+    text = _counted_unit_re.sub(counted, text)
 
     def replace(match: re.Match) -> str:
         word = match.group(0)

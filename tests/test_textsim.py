@@ -68,3 +68,13 @@ def test_renderings_are_punctuated_as_whisper_writes():
     assert "255!" in render_spoken("code 255 !!")
     assert render_spoken("wait , what ??")[0] == "Wait, what?"
     assert render_spoken("really?!")[0] == "Really?"
+
+
+def test_units_after_a_number_are_said_in_the_plural():
+    # "10 min" is said, and written by Whisper, as "10 minutes": rendered so, and one class key
+    assert render_spoken("be there in 10 min")[0] == "Be there in 10 minutes."
+    assert render_spoken("back in 1 min")[0] == "Back in 1 minute."
+    assert normalize("wait 5secs") == normalize("wait five seconds")
+    assert normalize("in a min") == "in a minute"  # no number: the word as before
+    from disamb.classes import class_key
+    assert class_key("ill be there in 10 min") == class_key("I'll be there in 10 minutes.")
