@@ -25,7 +25,7 @@ import numpy as np
 
 from .cache import ClipResult
 from .chats import VoiceNote
-from .textsim import FILLER_WORDS, normalize, render_spoken, text_features
+from .textsim import filler_count, normalize, render_spoken, text_features
 
 EVIDENCE: dict[str, int] = {
     "lik_sum": +1,  # summed log-likelihood of the best rendering
@@ -126,12 +126,12 @@ def best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]]
     prior the PMI columns are 0.
     """
     renderings = render_spoken(text)
-    fillers = _filler_count(text)
+    fillers = filler_count(text)
     scored = []
     for r in renderings:
         if r in clip.scores:
             total = clip.scores[r][0]
-            penalty = FILLER_PENALTY * max(0, fillers - _filler_count(r))
+            penalty = FILLER_PENALTY * max(0, fillers - filler_count(r))
             scored.append((r, total - penalty))
     if not scored:
         return -100.0, 0.0, 0.0, ""
@@ -144,6 +144,3 @@ def best_scores(text: str, clip: ClipResult, prior: dict[str, tuple[float, int]]
     base = gains[0][1] if gains[0][0] == renderings[0] else pmi
     return total, pmi, base, r_pmi
 
-
-def _filler_count(text: str) -> int:
-    return sum(w in FILLER_WORDS for w in normalize(text).split())

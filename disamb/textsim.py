@@ -46,6 +46,9 @@ CHAT_ABBREVIATIONS: dict[str, str] = {
 
 # Words people add when typing what they said, or say without typing; never decisive.
 FILLER_WORDS = frozenset("okay ok k kk code um uh hey hi lol haha yeah please pls thanks".split())
+# "its 4712" answers "what's the code?" and is said "the code is 4712" or just the number:
+# before a number, a leading "it's" is a filler too (as typed, and as normalised).
+_ANSWER_PREFIX = re.compile(r"^\s*(?:it'?s|it\u2019s|it is)\s+(?=\d)", re.IGNORECASE)
 
 DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 
@@ -122,10 +125,21 @@ def _normalize_once(text: str) -> str:
     return " ".join(merged)
 
 
+def without_fillers(text: str) -> str:
+    """`text` without filler words and without an answer's leading "it's" before a number."""
+    words = [w for w in _ANSWER_PREFIX.sub("", text).split() if w.lower().strip(".,!?") not in FILLER_WORDS]
+    return " ".join(words)
+
+
+def filler_count(text: str) -> int:
+    """How many filler words (an answer's leading "it's" counting as one) `text` holds."""
+    words = normalize(text).split()
+    return sum(w in FILLER_WORDS for w in words) + bool(_ANSWER_PREFIX.match(" ".join(words)))
+
+
 def content_words(normalized: str) -> str:
     """The normalised text without filler words; falls back to all words if nothing is left."""
-    words = [w for w in normalized.split() if w not in FILLER_WORDS]
-    return " ".join(words) if words else normalized
+    return without_fillers(normalized) or normalized
 
 
 def digits_of(normalized: str) -> str:
@@ -142,17 +156,18 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     """Spoken-style renderings of a typed candidate, as Whisper would write them.
 
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
-    final punctuation). Texts holding a digit code get the code as "1158.", as
-    "1, 1, 5, 8." and as words too, texts with filler words get a version without
-    them, and texts with a misspelt word get a spell-corrected version (a typo splits
+    final punctuation, a leading "its" written "It's"). Texts holding a digit code get the
+    code as "1158.", as "1, 1, 5, 8." and as words too, texts with filler words (or an
+    answer's "it's" before a number) get a version without them, and texts with a misspelt word get a spell-corrected version (a typo splits
     a word into rare tokens the speaker never said): the likelihood keeps the best,
     since we cannot know which the speaker said. Cached: a chat text sits in about
     ten windows.
     """
     base = expand_abbreviations(strip_symbols(text))
     base = re.sub(r"\bi\b", "I", base)
+    base = re.sub(r"^(\s*)its\b", r"\1it's", base, flags=re.IGNORECASE)  # a message opens with "it's", not "its"
     words = base.split()
-    trimmed = " ".join(w for w in words if w.lower().strip(".,!?") not in FILLER_WORDS)
+    trimmed = without_fillers(base)
     bases = [base] + ([trimmed] if trimmed and trimmed != base else [])
     bases += [c for c in (correct_spelling(b) for b in bases) if c not in bases]
     renderings: list[str] = []

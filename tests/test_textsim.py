@@ -78,3 +78,18 @@ def test_units_after_a_number_are_said_in_the_plural():
     assert normalize("in a min") == "in a minute"  # no number: the word as before
     from disamb.classes import class_key
     assert class_key("ill be there in 10 min") == class_key("I'll be there in 10 minutes.")
+
+
+def test_an_answers_its_before_a_number_is_a_filler():
+    # "its 4712" is typed for "the code is 4712" or just the number: rendered without it too,
+    # charged as one filler, and keyed as the number; a message opens with "It's", not "Its"
+    from disamb.classes import class_key
+    from disamb.textsim import filler_count
+
+    r = render_spoken("its 4712")
+    assert r[0] == "It's 4712." and "4712." in r and "Four, seven, one, two." in r
+    assert filler_count("its 4712") == filler_count("it's 4712 ok") - 1 == 1
+    assert class_key("its 4712") == class_key("4712") == class_key("It's 4712!")
+    assert render_spoken("its so hot") == ["It's so hot."]  # no number: nothing dropped
+    assert class_key("its so hot") != class_key("so hot")
+    assert render_spoken("is its tail long")[0] == "Is its tail long."
