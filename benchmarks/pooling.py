@@ -67,10 +67,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.train import LABELLER, prepare, voice_folds, with_gold  # noqa: E402
+from benchmarks.train import LABELLER, phrase_keys, prepare, voice_folds, with_gold  # noqa: E402
 from disamb import asr  # noqa: E402
 from disamb.audio import decode  # noqa: E402
-from disamb.classes import class_key  # noqa: E402
 from disamb.clips import ClipOptions  # noqa: E402
 from disamb.pipeline import label_all  # noqa: E402
 from disamb.textclass import expected_calibration_error  # noqa: E402
@@ -161,7 +160,8 @@ def run_setting(notes, truth, outcomes, frames, test_ids, fraction, seed, epochs
     classes = build_classes(class_texts(train_notes, by_id), min_count=2)
     data = build_dataset(train_notes, by_id, embs, classes)
     index = {c: k for k, c in enumerate(classes.classes)}
-    true_cls = [class_key(truth[n.id]["class"]) for n in test_notes]
+    key_of = phrase_keys(truth)
+    true_cls = [key_of[truth[n.id]["class"]] for n in test_notes]
     y = np.array([index.get(t, -1) for t in true_cls])
     test_ids_list = [n.id for n in test_notes]
     opts = TrainOptions(loss="proden", head="linear", epochs=epochs, seed=seed)
