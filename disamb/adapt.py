@@ -428,7 +428,11 @@ class Relabelled:
 
 def gold_log_loss(summary: Summary) -> float | None:
     """The cross-validated gold log-loss of the matcher chosen (None with too little gold)."""
-    return min(summary.matcher_losses.values()) if summary.matcher_losses else None
+    if not summary.matcher_losses:
+        return None
+    if summary.matcher_choice in summary.matcher_losses:
+        return summary.matcher_losses[summary.matcher_choice]
+    return min(summary.matcher_losses.values())
 
 
 def teaching_targets(notes: list[VoiceNote], records: list[dict], options: AdaptOptions

@@ -112,6 +112,9 @@ def label_table(d: dict) -> Table:
         if d["matcher_losses"]:
             losses = ", ".join(f"{k} {v:.3f}" for k, v in d["matcher_losses"].items())
             table.add_row("log-loss on gold (cross-validated)", losses)
+        if d.get("matcher_errors"):
+            wrong = ", ".join(f"{k} {v}" for k, v in d["matcher_errors"].items())
+            table.add_row("gold notes wrong (cross-validated)", f"{wrong}; chosen: {d['matcher_choice']}")
     else:
         table.add_row("gold notes", "0 (add label_id to some voice notes to measure accuracy)")
     if d["window_prior"]:

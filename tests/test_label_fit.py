@@ -103,3 +103,23 @@ def test_exact_and_likeliest_answer_wins_from_the_last_place_of_an_early_chat():
     records, summary, _ = label_notes(notes, outcomes, MatchOptions())
     assert summary.window_prior["position"][0] > 0.5  # it did learn that answers come first (uniform: 0.1)
     assert records[-1]["label"] == "5127 ok"
+
+
+def test_the_gold_keeps_the_starting_weights_unless_it_shows_them_wrong_more_often():
+    from disamb.label import _choose
+
+    # every gold note right either way: a sharper refit's lower log-loss is no reason to move
+    losses = {"starting weights": 0.05, "refit": 0.0001, "minimal": 0.05}
+    assert _choose(losses, {"starting weights": 0, "refit": 0, "minimal": 0}) == "starting weights"
+    # the gold shows the starting weights wrong more often: the fewest errors, then the lowest loss
+    assert _choose(losses, {"starting weights": 3, "refit": 1, "minimal": 1}) == "refit"
+    assert _choose(losses, {"starting weights": 3, "refit": 2, "minimal": 1}) == "minimal"
+
+
+def test_the_summary_says_what_the_gold_chose_and_why(tmp_path):
+    notes, outcomes = _notes(40)
+    opts = MatchOptions(matcher=_matcher(tmp_path / "m.json", lik_sum=1.0), assign=False)
+    _, summary, used = label_notes(notes, outcomes, opts)
+    assert set(summary.matcher_errors) == {"starting weights", "refit", "minimal"}
+    assert summary.matcher_choice == used.source.split()[0]
+    assert summary.matcher_errors[summary.matcher_choice] < summary.matcher_errors["starting weights"]
