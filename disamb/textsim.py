@@ -133,8 +133,8 @@ def without_fillers(text: str) -> str:
 
 def filler_count(text: str) -> int:
     """How many filler words (an answer's leading "it's" counting as one) `text` holds."""
-    words = normalize(text).split()
-    return sum(w in FILLER_WORDS for w in words) + bool(_ANSWER_PREFIX.match(" ".join(words)))
+    normalized = normalize(text)
+    return sum(w in FILLER_WORDS for w in normalized.split()) + bool(_ANSWER_PREFIX.match(normalized))
 
 
 def content_words(normalized: str) -> str:
@@ -158,15 +158,15 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
     final punctuation, a leading "its" written "It's"). Texts holding a digit code get the
     code as "1158.", as "1, 1, 5, 8." and as words too, texts with filler words (or an
-    answer's "it's" before a number) get a version without them, and texts with a misspelt word get a spell-corrected version (a typo splits
-    a word into rare tokens the speaker never said): the likelihood keeps the best,
-    since we cannot know which the speaker said. Cached: a chat text sits in about
+    answer's "it's" before a number) get a version without them, and texts with a
+    misspelt word get a spell-corrected version (a typo splits a word into rare tokens
+    the speaker never said): the likelihood keeps the best, since we cannot know which
+    the speaker said. Cached: a chat text sits in about
     ten windows.
     """
     base = expand_abbreviations(strip_symbols(text))
     base = re.sub(r"\bi\b", "I", base)
     base = re.sub(r"^(\s*)its\b", r"\1it's", base, flags=re.IGNORECASE)  # a message opens with "it's", not "its"
-    words = base.split()
     trimmed = without_fillers(base)
     bases = [base] + ([trimmed] if trimmed and trimmed != base else [])
     bases += [c for c in (correct_spelling(b) for b in bases) if c not in bases]
