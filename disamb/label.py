@@ -187,7 +187,7 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     oof, chosen, _ = choices[name]
     summary.matcher_losses = {k: round(v, 4) for k, v in losses.items()}
     summary.matcher_errors, summary.matcher_choice = errors, name
-    summary.cv_accuracy = match.top1_accuracy([z + o for z, o in zip(oof, offsets)], ys)
+    summary.cv_accuracy = 1.0 - errors[name] / len(ys)
     if chosen is base:
         return _final(ok, logits, prior, summary), base
     logits = [chosen.logits(s.X) for s in ok]

@@ -233,10 +233,6 @@ def log_loss(logits: list[np.ndarray], targets: list[int]) -> float:
     return float(np.mean(-np.maximum(logp, math.log(1e-12))))
 
 
-def top1_accuracy(logits: list[np.ndarray], targets: list[int]) -> float:
-    return float(np.mean([int(np.argmax(z)) == y for z, y in zip(logits, targets)]))
-
-
 def fit_temperature(logits: list[np.ndarray], targets: list[int], offsets: list[np.ndarray] | None = None) -> float:
     """The single temperature that makes out-of-fold probabilities honest (min NLL).
 
