@@ -5,7 +5,9 @@ run with and without cross-fitted encoder adaptation (disamb/adapt.py), measured
 the notes that are not gold and whose truth is in the window:
 
     accuracy        the label is the truth
-    ece             expected calibration error of the labelled notes' confidence
+    ece             expected calibration error of the labelled notes' confidence, beside the
+                    ECE a perfectly calibrated labeller would show with the same confidences
+                    (`ece_if_calibrated`: at 200 notes about 0.045) and the reliability table
     pmi_top1        the candidate with the highest PMI (lik_prior) is the truth: the raw evidence
     wer             word error rate of the transcript against what was spoken (both normalised)
 
@@ -25,6 +27,8 @@ measured) is judged partly on notes its weights were fitted on.
 
 Usage: python benchmarks/adapt.py --data /work/bench-data --families codes-phone,chat-early-espeak \
            --notes 60 --epochs 2 [--variants full,ln,hard] [--build-notes N] [--out benchmarks/results/adapt.json]
+--per-note DIR writes every run's labels (truth, label, confidence, transcript, top three
+candidates) to DIR/FAMILY-RUN.jsonl, to read the mistakes one by one.
 The per-clip cache lives in DATA/cache (shared with benchmarks/accuracy.py: the base
 model's clips are reused); the adapters go to DATA/cache/adapters.
 """
@@ -51,7 +55,7 @@ from benchmarks.families import FAMILIES, build  # noqa: E402
 from disamb.adapt import AdaptOptions, adapt_and_relabel  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
 from disamb.clips import ClipOptions  # noqa: E402
-from disamb.metrics import expected_calibration_error  # noqa: E402
+from disamb.metrics import ece_if_calibrated, expected_calibration_error, reliability_table  # noqa: E402
 from disamb import match  # noqa: E402
 from disamb.features import FEATURES  # noqa: E402
 from disamb.label import MatchOptions  # noqa: E402
@@ -100,6 +104,10 @@ def measure(notes, records: list[dict], truth: dict[str, dict]) -> dict:
         "accuracy": round(float(np.mean(right)), 4),
         "errors": int(len(right) - sum(right)),
         "ece": round(float(expected_calibration_error(conf, labelled_right)), 4),
+        "ece_if_calibrated": round(ece_if_calibrated(conf, draws=500)["mean"], 4),
+        "mean_confidence": round(float(np.mean(conf)), 4),
+        "reliability": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+                        for row in reliability_table(conf, labelled_right) if row["count"]],
         "pmi_top1": round(float(np.mean(pmi_right)), 4),
         "wer": round(float(np.mean(wers)), 4),
     }
@@ -120,8 +128,21 @@ def held_out_matcher(name: str, data: Path, lm) -> Path:
     return path
 
 
+def write_per_note(path: Path, notes, records: list[dict], truth: dict[str, dict]) -> None:
+    """One line per note: truth, label, confidence, gold or not (to read mistakes and calibration)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for note, rec in zip(notes, records):
+            t = truth[note.id]
+            f.write(json.dumps({"id": note.id, "gold": note.has_gold, "in_window": t.get("in_window", t["label_id"] is not None),
+                                "truth": t["label_id"], "spoken": t["spoken"], "label": rec["label_id"],
+                                "confidence": rec.get("confidence"), "transcript": rec["transcript"],
+                                "top": [[c["id"], c["text"], round(c["prob"], 3)] for c in
+                                        sorted(rec["candidates"], key=lambda c: -(c.get("prob") or 0))[:3]]}) + "\n")
+
+
 def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epochs: int, folds: int,
-               build_notes: int | None = None, held_out: bool = True) -> dict:
+               build_notes: int | None = None, held_out: bool = True, per_note: Path | None = None) -> dict:
     folder = data / "families" / name
     if not (folder / "truth.jsonl").is_file():
         config = replace(FAMILIES[name], n_notes=build_notes) if build_notes else None
@@ -136,6 +157,8 @@ def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epo
            "matcher": "held out (fitted on the other families)" if held_out else "shipped",
            "without": measure(notes, base.records, truth)}
     print(f"{name}: without {out['without']}", flush=True)
+    if per_note:
+        write_per_note(per_note / f"{name}-without.jsonl", notes, base.records, truth)
     for v in variants:
         opts = AdaptOptions(**{**VARIANTS[v].__dict__, "epochs": epochs, "folds": folds})
         t1 = time.perf_counter()
@@ -155,6 +178,8 @@ def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epo
             kept_by_gold=[r.kept for r in done.rounds],
         )
         out[v] = row
+        if per_note:
+            write_per_note(per_note / f"{name}-{v}.jsonl", notes, done.rounds[-1].records, truth)
         print(f"{name}: {v} {row}", flush=True)
     return out
 
@@ -171,6 +196,7 @@ def main() -> None:
     ap.add_argument("--matcher", default="held-out", choices=["held-out", "shipped"],
                     help="Start matching from weights fitted on the other families (default) or from the shipped ones.")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "adapt.json")
+    ap.add_argument("--per-note", type=Path, help="also write each run's labels, one note per line, to DIR/FAMILY-RUN.jsonl")
     args = ap.parse_args()
     names = [n for n in args.families.split(",") if n]
     unknown = [n for n in names if n not in FAMILIES]
@@ -187,7 +213,8 @@ def main() -> None:
     previous = json.loads(args.out.read_text("utf-8")) if args.out.is_file() else {}
     for name in names:
         result["families"][name] = run_family(name, args.data, lm, args.notes, variants, args.epochs, args.folds,
-                                              args.build_notes, held_out=args.matcher == "held-out")
+                                              args.build_notes, held_out=args.matcher == "held-out",
+                                              per_note=args.per_note)
         result["families"][name]["command"] = result["command"]
         merged = {**previous, **result, "families": {**previous.get("families", {}), **result["families"]}}
         args.out.parent.mkdir(parents=True, exist_ok=True)
