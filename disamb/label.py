@@ -138,12 +138,13 @@ def label_notes(
     cand_ids = [[c.id for c in s.note.candidates] for s in ok]
     decisions = match.assign(probs, cand_ids) if options.assign else match.decide_independently(probs)
 
-    # calibrate the post-assignment confidence on gold when there is enough of it
+    # calibrate the post-assignment confidence on gold when there is enough of it,
+    # starting from the matcher's own map
     platt = matcher.platt
     if len(gold) >= match.MIN_GOLD_TO_FIT and options.refit:
         conf = np.array([decisions[i].confidence for i in gold])
         correct = np.array([_is_correct(ok[i].note, decisions[i]) for i in gold], float)
-        platt = match.fit_platt(conf, correct)
+        platt = match.fit_platt(conf, correct, prior=matcher.platt)
     confidences = [match.apply_platt(d.confidence, platt) if d.index is not None else 0.0 for d in decisions]
 
     _choose_threshold(ok, gold, decisions, confidences, options, summary)

@@ -206,6 +206,17 @@ def test_temperature_and_platt_calibrate():
     assert match.apply_platt(0.9, (a, b)) < 0.9
 
 
+def test_platt_on_a_little_gold_starts_from_the_matchers_own_map():
+    shipped = (1.2, 0.6)  # an under-confident labeller's map, measured on logs its weights never saw
+    conf = np.array([0.6, 0.7, 0.8, 0.9, 0.95] * 6)
+    assert match.fit_platt(conf, np.ones(30), prior=shipped) == shipped  # no mistake: nothing to move it
+    correct = np.array([1.0, 1.0, 1.0, 1.0, 1.0] * 5 + [0.0, 1.0, 1.0, 1.0, 1.0])
+    near = match.fit_platt(conf, correct, prior=shipped)
+    far = match.fit_platt(conf, correct)  # pulled towards the identity instead
+    assert abs(near[0] - shipped[0]) + abs(near[1] - shipped[1]) < abs(far[0] - shipped[0]) + abs(far[1] - shipped[1])
+    assert match.fit_platt(conf, np.ones(30)) == (1.0, 0.0)
+
+
 def test_a_matcher_file_against_the_evidence_is_refused(tmp_path):
     m = match.default_matcher()
     data = m.to_json()
