@@ -7,7 +7,9 @@ on a family they were NOT fitted on (leave one family out), and the worst family
 the one quoted. Families: benchmarks/families.py; the old hard set (benchmarks/synth.py
 HARD, seed 1) is scored too, never fitted on.
 
-Per set, on the notes that are not gold and whose truth is in the window:
+Per set, accuracy on the notes that are not gold and whose truth is in the window, and
+the calibration (ECE) of every labelled note that is not gold (a label for a note whose
+truth is not in its window is a wrong label with a confidence like any other):
 
     defaults (held out)   weights fitted on the other families, no gold used; window
                           prior learned from the run; one-to-one assignment
@@ -148,7 +150,11 @@ def metrics(p: Prepared, choice: list[int | None], conf: list[float]) -> dict:
 
 
 def labelled_pairs(p: Prepared, choice: list[int | None], conf: list[float]) -> tuple[list[float], list[bool]]:
-    labelled = [i for i in p.scored if choice[i] is not None]
+    """Confidence and correctness of every labelled note that is not gold. A note whose
+    truth is not in its window is wrong whatever it is labelled: its confidence is a
+    claim like any other (before 2026-12-07 these notes were left out, which made every
+    labeller look under-confident in the middle range)."""
+    labelled = [i for i, n in enumerate(p.notes) if not n.has_gold and choice[i] is not None]
     return [conf[i] for i in labelled], [choice[i] == p.truth[i] for i in labelled]
 
 
