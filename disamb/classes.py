@@ -22,8 +22,9 @@ from .textsim import content_words, correct_spelling, expand_abbreviations, norm
 
 
 # 2: apostrophes are dropped before keying; 3: a unit typed short after a number is said in
-# the plural ("10 min" keys as "10 minutes"). Models saved before are re-keyed on load.
-KEY_VERSION = 3
+# the plural ("10 min" keys as "10 minutes"); 4: a trailing kiss is dropped ("see you x" keys as
+# "see you"). Models saved before are re-keyed on load.
+KEY_VERSION = 4
 _APOSTROPHES = str.maketrans("", "", "'\u2019\u02bc")
 
 
@@ -51,8 +52,8 @@ def class_key(text: str) -> str:
 def rekeyed(meta: dict) -> dict:
     """A saved model's description with its classes keyed by today's `class_key`.
 
-    Models saved before KEY_VERSION keyed "I'll ..." as "i will ..." (version 1) or "10 min"
-    as "10 minute" (version 2); predict, eval and review look candidates up by today's
+    Models saved before KEY_VERSION keyed "I'll ..." as "i will ..." (version 1), "10 min"
+    as "10 minute" (version 2) or kept a trailing kiss (version 3); predict, eval and review look candidates up by today's
     key, so an old model's class is re-keyed
     from the typed form it is named by. Where two old classes now share a key, the second
     keeps its old one: it can still be predicted, it is only not found from a chat's text.

@@ -70,6 +70,15 @@ def strip_symbols(text: str) -> str:
     return re.sub(r"\s+", " ", "".join(kept)).strip()
 
 
+# A kiss typed at the end of a message ("see you soon x", "love you xx") is never said.
+_SIGN_OFF_RE = re.compile(r"(?<=\S)\s+x{1,3}[\s.!]*$", re.IGNORECASE)
+
+
+def without_sign_off(text: str) -> str:
+    """`text` without a trailing kiss; a message that is only kisses ("xx") stays as it is."""
+    return _SIGN_OFF_RE.sub("", text)
+
+
 # Units typed short after a number: said in the plural unless the number is 1 ("10 min" is
 # said "ten minutes", which is how Whisper writes it).
 UNIT_ABBREVIATIONS: dict[str, str] = {
@@ -115,7 +124,7 @@ def normalize(text: str) -> str:
 
 
 def _normalize_once(text: str) -> str:
-    text = _normalizer(expand_abbreviations(strip_symbols(text)))
+    text = _normalizer(expand_abbreviations(without_sign_off(strip_symbols(text))))
     merged: list[str] = []
     for tok in ("1" if t == "one" else t for t in text.split()):
         if tok.isdigit() and merged and merged[-1].isdigit():
@@ -156,7 +165,8 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     """Spoken-style renderings of a typed candidate, as Whisper would write them.
 
     The first is the cleaned sentence (emoji gone, shorthand expanded, sentence case,
-    final punctuation, a leading "its" written "It's"). Texts holding a digit code get the
+    final punctuation, a leading "its" written "It's"; a text opening like a question and
+    typed without its "?" also gets one, and a trailing kiss "x" is dropped). Texts holding a digit code get the
     code as "1158.", as "1, 1, 5, 8." and as words too, texts with filler words (or an
     answer's "it's" before a number) get a version without them, and texts with a
     misspelt word get a spell-corrected version (a typo splits a word into rare tokens
@@ -164,7 +174,7 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     the speaker said. Cached: a chat text sits in about
     ten windows.
     """
-    base = expand_abbreviations(strip_symbols(text))
+    base = expand_abbreviations(without_sign_off(strip_symbols(text)))
     base = re.sub(r"\bi\b", "I", base)
     base = re.sub(r"^(\s*)its\b", r"\1it's", base, flags=re.IGNORECASE)  # a message opens with "it's", not "its"
     trimmed = without_fillers(base)
@@ -173,6 +183,8 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     renderings: list[str] = []
     for b in bases:
         renderings.append(_sentence(b))
+        if _QUESTION_RE.match(b) and b.rstrip()[-1:] not in ".!?":  # asked, typed without its "?"
+            renderings.append(_sentence(b.rstrip() + "?"))
         if _digit_code_re.search(b):
             digits = lambda m: [d for d in m.group(0) if d.isdigit()]  # noqa: E731
             renderings.append(_sentence(_digit_code_re.sub(lambda m: "".join(digits(m)), b)))
@@ -182,6 +194,17 @@ def _render_spoken(text: str) -> tuple[str, ...]:
             )
     unique = tuple(dict.fromkeys(r for r in renderings if r))
     return unique or ("...",)
+
+
+# A text opening like a question: Whisper ends what was asked with "?", and typists often
+# leave it out ("did you lock the door" lost to a neighbour's "Did you lock the door? ok?"
+# on the chat-early-espeak family, its own rendering ending in ".").
+_QUESTION_RE = re.compile(
+    r"^\s*(?:what|where|when|who|whose|why|how|which"
+    r"|(?:are|is|was|were|do|does|did|can|could|will|would|should|shall|have|has|had|may)\s+"
+    r"(?:you|u|we|i|he|she|they|it|there|this|that|the|your|my))\b",
+    re.IGNORECASE,
+)
 
 
 @lru_cache(maxsize=1)

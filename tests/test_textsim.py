@@ -93,3 +93,22 @@ def test_an_answers_its_before_a_number_is_a_filler():
     assert render_spoken("its so hot") == ["It's so hot."]  # no number: nothing dropped
     assert class_key("its so hot") != class_key("so hot")
     assert render_spoken("is its tail long")[0] == "Is its tail long."
+
+
+def test_a_trailing_kiss_is_typed_not_said():
+    # "its 668 x" lost to "667 👍" on the codes-phone family: its renderings all ended in " x."
+    from disamb.classes import class_key
+
+    assert render_spoken("see you soon x") == ["See you soon."]
+    assert render_spoken("code 257 xx")[0] == "Code 257."
+    assert class_key("love you xxx") == class_key("love you") and normalize("love you X!") == "love you"
+    assert render_spoken("xx") == ["Xx."]  # a message of kisses only is kept as typed
+    assert normalize("plan x for today") == "plan x for today"  # only at the end
+
+
+def test_a_question_typed_without_its_mark_is_also_rendered_with_one():
+    # Whisper writes "?" for what was asked; typists drop it
+    assert render_spoken("did you lock the door") == ["Did you lock the door.", "Did you lock the door?"]
+    assert "What do you want for dinner?" in render_spoken("what do you want for dinner")
+    assert render_spoken("where are you?") == ["Where are you?"]  # typed with its mark: nothing added
+    assert render_spoken("see you at 5") == ["See you at 5."]  # not a question
