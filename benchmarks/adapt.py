@@ -148,7 +148,7 @@ def write_per_note(path: Path, notes, records: list[dict], truth: dict[str, dict
             f.write(json.dumps({"id": note.id, "gold": note.has_gold, "in_window": t.get("in_window", t["label_id"] is not None),
                                 "truth": t["label_id"], "spoken": t["spoken"], "label": rec["label_id"],
                                 "confidence": rec.get("confidence"), "transcript": rec["transcript"],
-                                "top": [[c["id"], c["text"], round(c["prob"], 3)] for c in
+                                "top": [[c["id"], c["text"], round(c.get("prob") or 0.0, 3)] for c in
                                         sorted(rec["candidates"], key=lambda c: -(c.get("prob") or 0))[:3]]}) + "\n")
 
 
