@@ -214,7 +214,8 @@ def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threa
     """Like a thread pool's map, but never more than `ahead` items in flight (memory
     stays flat), on daemon threads: when the consumer stops (Ctrl-C, SIGTERM) the queued
     work is dropped, `stop` is set to abort decodes in flight, and a worker stuck anyway is
-    left behind instead of joined (ThreadPoolExecutor joins its threads at exit)."""
+    left behind instead of joined (ThreadPoolExecutor joins its threads at exit). When
+    every item was consumed, the idle workers are joined."""
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     threads = [threading.Thread(target=_worker, args=(jobs,), daemon=True) for _ in range(workers)]
     for t in threads:
@@ -236,6 +237,9 @@ def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threa
             jobs.put(None)
         if not finished:
             stop.set()
+        else:  # a worker still winding down while the interpreter exits aborted 1 run in 6
+            for t in threads:  # ("terminate called without an active exception", exit code -6)
+                t.join(timeout=10)
 
 
 def _submit(jobs: queue.SimpleQueue, fn, item) -> Future:
