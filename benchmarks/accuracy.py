@@ -115,12 +115,17 @@ def prepare(name: str, folder: Path, lm, cache_root: Path, limit: int | None = N
     return Prepared(name, notes, outcomes, truth, dicts, sl, lm, cache_root)
 
 
+def in_window(t: dict) -> bool:
+    """Whether a truth record's message is among its note's candidates."""
+    return t.get("in_window", t["label_id"] is not None)
+
+
 def truth_of(folder: Path) -> dict[str, str | None]:
     """The right message id of every note of a generated set, None when it is not in the window."""
     truth = {}
     for line in (folder / "truth.jsonl").read_text().splitlines():
         t = json.loads(line)
-        truth[t["id"]] = t["label_id"] if t.get("in_window", t["label_id"] is not None) else None
+        truth[t["id"]] = t["label_id"] if in_window(t) else None
     return truth
 
 

@@ -52,7 +52,7 @@ from rapidfuzz.distance import Levenshtein
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.accuracy import fit_on, prepare as prepare_features  # noqa: E402
+from benchmarks.accuracy import fit_on, in_window, prepare as prepare_features  # noqa: E402
 from benchmarks.families import FAMILIES, build  # noqa: E402
 from disamb.adapt import AdaptOptions, adapt_and_relabel  # noqa: E402
 from disamb.chats import read_notes  # noqa: E402
@@ -90,15 +90,15 @@ def measure(notes, records: list[dict], truth: dict[str, dict]) -> dict:
         t = truth[note.id]
         if note.has_gold:
             continue
-        in_window = t.get("in_window", t["label_id"] is not None)
-        ok = in_window and rec["label_id"] == t["label_id"]
+        inside = in_window(t)
+        ok = inside and rec["label_id"] == t["label_id"]
         if rec["label_id"] is not None:  # a label for a note whose truth is not in its window is wrong
             conf.append(rec["confidence"])
             labelled_right.append(ok)
-            if in_window:
+            if inside:
                 conf_in.append(rec["confidence"])
                 right_in.append(ok)
-        if not in_window:
+        if not inside:
             continue
         right.append(ok)
         cands = rec["candidates"]
@@ -145,7 +145,7 @@ def write_per_note(path: Path, notes, records: list[dict], truth: dict[str, dict
     with path.open("w", encoding="utf-8") as f:
         for note, rec in zip(notes, records):
             t = truth[note.id]
-            f.write(json.dumps({"id": note.id, "gold": note.has_gold, "in_window": t.get("in_window", t["label_id"] is not None),
+            f.write(json.dumps({"id": note.id, "gold": note.has_gold, "in_window": in_window(t),
                                 "truth": t["label_id"], "spoken": t["spoken"], "label": rec["label_id"],
                                 "confidence": rec.get("confidence"), "transcript": rec["transcript"],
                                 "top": [[c["id"], c["text"], round(c.get("prob") or 0.0, 3)] for c in

@@ -106,6 +106,12 @@ def expand_abbreviations(text: str) -> str:
     return re.sub(r"(?<![\w'])[A-Za-z0-9/]+(?![\w'])", replace, text)
 
 
+def as_said(text: str) -> str:
+    """Typed text with what nobody pronounces taken out (emoji, a trailing kiss) and chat
+    shorthand expanded: where both the comparison form and the renderings start."""
+    return expand_abbreviations(without_sign_off(strip_symbols(text)))
+
+
 @lru_cache(maxsize=65536)
 def normalize(text: str) -> str:
     """The canonical form both transcripts and typed texts are compared in.
@@ -124,7 +130,7 @@ def normalize(text: str) -> str:
 
 
 def _normalize_once(text: str) -> str:
-    text = _normalizer(expand_abbreviations(without_sign_off(strip_symbols(text))))
+    text = _normalizer(as_said(text))
     merged: list[str] = []
     for tok in ("1" if t == "one" else t for t in text.split()):
         if tok.isdigit() and merged and merged[-1].isdigit():
@@ -155,6 +161,17 @@ def digits_of(normalized: str) -> str:
     return "".join(ch for ch in normalized if ch.isdigit())
 
 
+# A text opening like a question: Whisper ends what was asked with "?", and typists often
+# leave it out ("what do you want for dinner" lost to a neighbour's "What do you want for
+# dinner? ok?" on the chat-early-espeak family, its own rendering ending in ".").
+_QUESTION_RE = re.compile(
+    r"^\s*(?:what|where|when|who|whose|why|how|which"
+    r"|(?:are|is|was|were|do|does|did|can|could|will|would|should|shall|have|has|had|may)\s+"
+    r"(?:you|u|we|i|he|she|they|it|there|this|that|the|your|my))\b",
+    re.IGNORECASE,
+)
+
+
 def render_spoken(text: str) -> list[str]:
     """Spoken-style renderings of a typed candidate (a fresh list; see `_render_spoken`)."""
     return list(_render_spoken(text))
@@ -174,7 +191,7 @@ def _render_spoken(text: str) -> tuple[str, ...]:
     the speaker said. Cached: a chat text sits in about
     ten windows.
     """
-    base = expand_abbreviations(without_sign_off(strip_symbols(text)))
+    base = as_said(text)
     base = re.sub(r"\bi\b", "I", base)
     base = re.sub(r"^(\s*)its\b", r"\1it's", base, flags=re.IGNORECASE)  # a message opens with "it's", not "its"
     trimmed = without_fillers(base)
@@ -194,17 +211,6 @@ def _render_spoken(text: str) -> tuple[str, ...]:
             )
     unique = tuple(dict.fromkeys(r for r in renderings if r))
     return unique or ("...",)
-
-
-# A text opening like a question: Whisper ends what was asked with "?", and typists often
-# leave it out ("did you lock the door" lost to a neighbour's "Did you lock the door? ok?"
-# on the chat-early-espeak family, its own rendering ending in ".").
-_QUESTION_RE = re.compile(
-    r"^\s*(?:what|where|when|who|whose|why|how|which"
-    r"|(?:are|is|was|were|do|does|did|can|could|will|would|should|shall|have|has|had|may)\s+"
-    r"(?:you|u|we|i|he|she|they|it|there|this|that|the|your|my))\b",
-    re.IGNORECASE,
-)
 
 
 @lru_cache(maxsize=1)
