@@ -35,6 +35,7 @@ class MatchOptions:
 
 
 DEFAULT_MIN_CONFIDENCE = 0.9
+MIN_GOLD_FOR_NONE = 10  # gold notes to learn how high the best wrong candidate scores (one number)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Summary:
     matcher_errors: dict | None = None  # cross-validated gold notes each choice got wrong
     matcher_choice: str | None = None  # which of them the gold chose
     window_prior: dict | None = None  # estimated share of answers per position and gap bin
+    none_share: float | None = None  # estimated share of notes whose message is not in the window
+    none_separation: float | None = None  # how well the gold tells a missing answer from a present one (AUC)
     adapt: list[dict] | None = None  # --adapt: per round, training losses, gold before/after, seconds
     remarks: list[str] = field(default_factory=list)
 
@@ -172,6 +175,8 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     logits = [base.logits(s.X) for s in ok]
     prior = _window_prior(ok, logits, known, options)
     if len(gold) < match.MIN_GOLD_TO_FIT or not options.refit:
+        if options.refit and len(gold) >= MIN_GOLD_FOR_NONE:
+            logits, prior = _with_none_from_gold(ok, gold, known, logits, prior, options, summary)
         return _final(ok, logits, prior, summary), base
     offsets = [_offsets(ok[i], prior) for i in gold]
     ys = [known[i] for i in gold]
@@ -189,13 +194,45 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     summary.matcher_losses = {k: round(v, 4) for k, v in losses.items()}
     summary.matcher_errors, summary.matcher_choice = errors, name
     summary.cv_accuracy = 1.0 - errors[name] / len(ys)
-    if chosen is base:
-        return _final(ok, logits, prior, summary), base
-    logits = [chosen.logits(s.X) for s in ok]
-    for j, i in enumerate(gold):
-        logits[i] = oof[j]
-    prior = _window_prior(ok, logits, known, options)
+    if chosen is not base:
+        logits = [chosen.logits(s.X) for s in ok]
+        for j, i in enumerate(gold):
+            logits[i] = oof[j]
+        prior = _window_prior(ok, logits, known, options)
+    if len(gold) >= MIN_GOLD_FOR_NONE:
+        logits, prior = _with_none_from_gold(ok, gold, known, logits, prior, options, summary)
     return _final(ok, logits, prior, summary), chosen
+
+
+def _with_none_from_gold(ok, gold, known, logits, prior, options: MatchOptions, summary: Summary):
+    """Logits whose "none of these" column is learned from this run: its level from the
+    gold with each answer taken out (match.fit_none), shifted by the share of notes
+    without their answer that the other notes show (match.none_share).
+
+    A matcher's none weight describes the logs it was fitted on, and a gold subset in
+    which every answer is in the window teaches a refit that "none" never happens; after
+    --adapt the ears hear a near-miss code as well as the real one, and a note whose
+    message was never typed went out labelled at 0.9 (benchmark codes-phone). The window
+    prior is fitted again with the new none column.
+    """
+    def shown(i: int) -> np.ndarray:  # a note's candidate logits with the window prior
+        return np.asarray(logits[i][:-1]) + _offsets(ok[i], prior)[:-1]
+
+    try:
+        model = match.fit_none([np.append(shown(i), 0.0) for i in gold], [known[i] for i in gold])
+    except ValueError:  # every gold note lacks its answer: nothing to compare with
+        return logits, prior
+    summary.none_separation = round(model.separation, 3)
+    if model.separation < match.NONE_MIN_SEPARATION:
+        return logits, prior
+    others = [i for i in range(len(ok)) if i not in known]
+    if not others:
+        return logits, prior
+    model.share = match.none_share(np.array([match.softmax(np.append(shown(i), model.logit(shown(i))))[-1]
+                                             for i in others]))
+    summary.none_share = round(model.share, 4)
+    logits = [np.append(np.asarray(logits[i][:-1]), model.logit(shown(i))) for i in range(len(ok))]
+    return logits, _window_prior(ok, logits, known, options)
 
 
 def _errors(logits, offsets, ys) -> int:
