@@ -178,3 +178,24 @@ def test_evidence_that_cannot_tell_a_missing_answer_leaves_the_matchers_none(tmp
                                                                     assign=False, position_prior=False))
     assert summary.none_separation < 0.9
     assert summary.none_share is None
+
+
+def test_the_summary_table_says_whether_the_share_was_learned(tmp_path):
+    from rich.console import Console
+
+    from disamb.display import label_table
+
+    notes, outcomes, _ = _notes_some_missing(120, 40, missing=0.2)
+    _, learned, _ = label_notes(notes, outcomes, MatchOptions(matcher=_matcher(tmp_path / "m.json", token_set=3.0),
+                                                              assign=False, position_prior=False))
+    notes, outcomes = _notes(60, heard_right=0.0)
+    _, kept, _ = label_notes(notes, outcomes, MatchOptions(matcher=tmp_path / "m.json", assign=False,
+                                                           position_prior=False))
+
+    def shown(summary) -> str:
+        console = Console(width=200, record=True)
+        console.print(label_table(summary.as_dict() | {"output": "x", "model": "m", "device": "cpu"}))
+        return console.export_text()
+
+    assert f"{learned.none_share:.1%}" in shown(learned)
+    assert "not learned" in shown(kept) and "the matcher's own 'none' kept" in shown(kept)
