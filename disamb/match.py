@@ -261,59 +261,69 @@ def fit_temperature(logits: list[np.ndarray], targets: list[int], offsets: list[
 
 @dataclass
 class NoneModel:
-    """P(none | note) = sigmoid(bias - slope * log-mean-exp(candidate logits)) at even
-    odds, shifted by the log-odds of `share`, the estimated share of notes without an
-    answer. The mean, not the sum: taking a candidate out of a window whose candidates all
-    look alike must not look like taking its answer out."""
+    """P(none | note) = sigmoid(bias - slope * lme + w_heard * heard) at even odds, where
+    lme is the log-mean-exp of the note's candidate logits and `heard` how clearly its
+    clip was heard (Whisper's average log-probability of its own transcript), shifted by
+    the log-odds of `share`, the estimated share of notes without an answer. The mean,
+    not the sum: taking a candidate out of a window whose candidates all look alike must
+    not look like taking its answer out. `heard`: a muffled clip makes every candidate
+    look unlikely, and must not pass for a note whose answer is missing."""
 
     bias: float
     slope: float
+    w_heard: float = 0.0
     share: float = 0.5
     separation: float = 0.5  # on the gold: P(a note without its answer looks more so than one with it)
 
-    def logit(self, cands: np.ndarray) -> float:
+    def logit(self, cands: np.ndarray, heard: float = 0.0) -> float:
         """The note's "none" entry among its logits, giving that probability under the softmax."""
         lse = float(logsumexp(cands))
-        return self.bias - self.slope * (lse - math.log(len(cands))) + lse + math.log(self.share / (1.0 - self.share))
+        u = self.bias - self.slope * (lse - math.log(len(cands))) + self.w_heard * heard
+        return u + lse + math.log(self.share / (1.0 - self.share))
 
 
-def fit_none(logits: list[np.ndarray], targets: list[int]) -> NoneModel:
+def fit_none(logits: list[np.ndarray], targets: list[int], heard: list[float] | None = None) -> NoneModel:
     """How sure the candidates look when a note's answer is missing, learned from the gold.
 
     Each gold note whose answer is in its window is seen twice: as it is, and with its
     answer taken out, when "none" is right. So a gold subset that never shows a note
     without its answer still teaches how high the best remaining candidate scores when
     the answer is missing. Gold notes whose answer is not in the window count once, as
-    "none". A logistic on the candidates' log-mean-exp (see NoneModel). `logits` are
-    candidates then none (the last entry is ignored); `targets[i] == len(logits[i]) - 1`
-    means none. ValueError when the gold shows only one side.
+    "none". A logistic on the candidates' log-mean-exp and how clearly each clip was
+    heard (see NoneModel). `logits` are candidates then none (the last entry is
+    ignored); `targets[i] == len(logits[i]) - 1` means none. ValueError when the gold
+    shows only one side.
     """
-    lme, is_none = [], []
-    for z, t in zip(logits, targets):
+    heard = [0.0] * len(logits) if heard is None else heard
+    rows, is_none = [], []
+    for z, t, h in zip(logits, targets, heard):
         cands = np.asarray(z[:-1], float)
         if t < len(cands):
-            lme.append(_lme(cands))
+            rows.append((_lme(cands), h))
             is_none.append(0.0)
             if len(cands) > 1:  # a window of one has nothing left once its answer is out
-                lme.append(_lme(np.delete(cands, t)))
+                rows.append((_lme(np.delete(cands, t)), h))
                 is_none.append(1.0)
         else:
-            lme.append(_lme(cands))
+            rows.append((_lme(cands), h))
             is_none.append(1.0)
-    x, y = np.array(lme), np.array(is_none)
+    X, y = np.array(rows), np.array(is_none)
     if y.min() == y.max():
         raise ValueError("the gold shows only one side of 'none'")
-    centre = float(np.median(x))
+    centre = np.median(X, 0)
+    F = np.column_stack([np.ones(len(X)), -(X[:, 0] - centre[0]), X[:, 1] - centre[1]])
 
     def loss_and_grad(params: np.ndarray) -> tuple[float, np.ndarray]:
-        u = params[0] - params[1] * (x - centre)
+        u = F @ params
         loss = np.mean(np.logaddexp(0.0, u) - y * u)
-        d = (1.0 / (1.0 + np.exp(-u)) - y) / len(x)
-        return float(loss), np.array([d.sum(), -(d * (x - centre)).sum()])
+        return float(loss), F.T @ ((1.0 / (1.0 + np.exp(-u)) - y) / len(X))
 
-    a, slope = minimize_lbfgs(loss_and_grad, np.array([0.0, 1.0]), max_iter=100, bounds=[(None, None), (0.0, None)])
-    auc = mannwhitneyu(-x[y == 1], -x[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
-    return NoneModel(bias=float(a + slope * centre), slope=float(slope), separation=float(auc))
+    a, slope, w = minimize_lbfgs(loss_and_grad, np.array([0.0, 1.0, 0.0]), max_iter=100,
+                                 bounds=[(None, None), (0.0, None), (None, None)])
+    u = F @ np.array([a, slope, w])
+    auc = mannwhitneyu(u[y == 1], u[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
+    return NoneModel(bias=float(a + slope * centre[0] - w * centre[1]), slope=float(slope), w_heard=float(w),
+                     separation=float(auc))
 
 
 def _lme(z: np.ndarray) -> float:

@@ -1,5 +1,6 @@
 """The gold chooses the matcher honestly, and the window prior never hides decisive evidence."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_the_share_of_notes_without_their_answer_is_learned_from_the_run(tmp_pat
     # one note in six has no answer, and those notes must not be claimed with confidence.
     notes, outcomes, lost = _notes_some_missing(240, 40, missing=0.17)
     opts = MatchOptions(matcher=_matcher(tmp_path / "m.json", cer=-3.0, token_set=3.0), assign=False,
-                        position_prior=False)
+                        position_prior=False, learn_none=True)
     records, summary, _ = label_notes(notes, outcomes, opts)
     share = len(lost) / (len(notes) - 40)
     assert summary.none_separation > 0.9
@@ -162,10 +163,10 @@ def test_the_share_of_notes_without_their_answer_is_learned_from_the_run(tmp_pat
     assert np.mean(conf_lost) < 0.5 < np.mean(conf_kept)
     assert all(r["label_id"] == n.gold_label_id for r, n in zip(records[:40], notes[:40]))
 
-    records, summary, _ = label_notes(notes, outcomes, MatchOptions(matcher=tmp_path / "m.json", assign=False,
-                                                                    position_prior=False, refit=False))
-    assert summary.none_share is None  # refit=False: the gold changes nothing
-    assert np.mean([r["confidence"] for r in records if r["id"] in lost]) > 0.5
+    for other in (dict(refit=False), dict(learn_none=False)):  # the gold may not change it / not asked to
+        records, summary, _ = label_notes(notes, outcomes, replace(opts, **other))
+        assert summary.none_share is None
+        assert np.mean([r["confidence"] for r in records if r["id"] in lost]) > 0.5
 
 
 def test_evidence_that_cannot_tell_a_missing_answer_leaves_the_matchers_none(tmp_path):
@@ -175,7 +176,7 @@ def test_evidence_that_cannot_tell_a_missing_answer_leaves_the_matchers_none(tmp
     for n in notes[40:]:
         n.gold_label_id, n.gold_in_window = None, None
     records, summary, _ = label_notes(notes, outcomes, MatchOptions(matcher=_matcher(tmp_path / "m.json", token_set=3.0),
-                                                                    assign=False, position_prior=False))
+                                                                    assign=False, position_prior=False, learn_none=True))
     assert summary.none_separation < 0.9
     assert summary.none_share is None
 
@@ -187,10 +188,10 @@ def test_the_summary_table_says_whether_the_share_was_learned(tmp_path):
 
     notes, outcomes, _ = _notes_some_missing(120, 40, missing=0.2)
     _, learned, _ = label_notes(notes, outcomes, MatchOptions(matcher=_matcher(tmp_path / "m.json", token_set=3.0),
-                                                              assign=False, position_prior=False))
+                                                              assign=False, position_prior=False, learn_none=True))
     notes, outcomes = _notes(60, heard_right=0.0)
     _, kept, _ = label_notes(notes, outcomes, MatchOptions(matcher=tmp_path / "m.json", assign=False,
-                                                           position_prior=False))
+                                                           position_prior=False, learn_none=True))
 
     def shown(summary) -> str:
         console = Console(width=200, record=True)
