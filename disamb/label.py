@@ -173,6 +173,10 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     notes with the evidence of the matcher in use.
     """
     known = {i: _gold_index(ok[i].note) for i in gold}
+    if options.learn_none and len(gold) < MIN_GOLD_FOR_NONE:
+        summary.remarks.append(f"fewer than {MIN_GOLD_FOR_NONE} gold notes: 'none of these' keeps the matcher's "
+                               "weight, fitted on unadapted evidence; notes whose message is not in the window "
+                               "may be claimed too confidently")
     logits = [base.logits(s.X) for s in ok]
     prior = _window_prior(ok, logits, known, options)
     if len(gold) < match.MIN_GOLD_TO_FIT or not options.refit:
