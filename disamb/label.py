@@ -36,7 +36,7 @@ class MatchOptions:
 
 
 DEFAULT_MIN_CONFIDENCE = 0.9
-MIN_GOLD_FOR_NONE = 10  # gold notes to learn how high the best wrong candidate scores (one number)
+MIN_GOLD_FOR_NONE = match.MIN_GOLD_TO_FIT  # as for any fit on the gold
 
 
 @dataclass
@@ -173,15 +173,13 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     notes with the evidence of the matcher in use.
     """
     known = {i: _gold_index(ok[i].note) for i in gold}
-    if options.learn_none and len(gold) < MIN_GOLD_FOR_NONE:
+    if options.learn_none and options.refit and len(gold) < MIN_GOLD_FOR_NONE:
         summary.remarks.append(f"fewer than {MIN_GOLD_FOR_NONE} gold notes: 'none of these' keeps the matcher's "
                                "weight, fitted on unadapted evidence; notes whose message is not in the window "
                                "may be claimed too confidently")
     logits = [base.logits(s.X) for s in ok]
     prior = _window_prior(ok, logits, known, options)
     if len(gold) < match.MIN_GOLD_TO_FIT or not options.refit:
-        if options.refit and options.learn_none and len(gold) >= MIN_GOLD_FOR_NONE:
-            logits, prior = _with_none_from_gold(ok, gold, known, logits, prior, options, summary)
         return _final(ok, logits, prior, summary), base
     offsets = [_offsets(ok[i], prior) for i in gold]
     ys = [known[i] for i in gold]

@@ -168,9 +168,9 @@ def test_the_share_of_notes_without_their_answer_is_learned_from_the_run(tmp_pat
         assert summary.none_share is None
         assert np.mean([r["confidence"] for r in records if r["id"] in lost]) > 0.5
 
-    few = [replace(n, gold_label_id=None, gold_in_window=None) if i >= 9 else n for i, n in enumerate(notes)]
-    _, summary, _ = label_notes(few, outcomes, opts)  # 9 gold notes: too few, and the summary says so
-    assert summary.none_share is None and any("fewer than 10 gold notes" in r for r in summary.remarks)
+    few = [replace(n, gold_label_id=None, gold_in_window=None) if i >= 29 else n for i, n in enumerate(notes)]
+    _, summary, _ = label_notes(few, outcomes, opts)  # 29 gold notes: too few, and the summary says so
+    assert summary.none_share is None and any("fewer than 30 gold notes" in r for r in summary.remarks)
 
 
 def test_evidence_that_cannot_tell_a_missing_answer_leaves_the_matchers_none(tmp_path):
