@@ -537,9 +537,8 @@ def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dic
         t0 = time.perf_counter()
         adapters, outcomes, priors, scored_by = adapt_round(
             lm, f32, notes, best.records, clip_options, match_options, cache_root, options, on_progress, r + 1)
-        new_records, new_summary, matcher = label_notes(  # "none" relearned: the ears changed
-            notes, outcomes, replace(match_options, learn_none=True), None, truncated=truncated,
-            priors_by_note=priors if priors else None)
+        new_records, new_summary, matcher = label_notes(
+            notes, outcomes, match_options, None, truncated=truncated, priors_by_note=priors if priors else None)
         before, after = gold_log_loss(best.summary), gold_log_loss(new_summary)
         worse = before is not None and after is not None and after >= before
         rounds.append(AdaptRound(r + 1, adapters, scored_by, best.summary.gold_accuracy, new_summary.gold_accuracy,

@@ -213,9 +213,10 @@ def _prepare(
 def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threading.Event) -> Iterator:
     """Like a thread pool's map, but never more than `ahead` items in flight (memory
     stays flat), on daemon threads: when the consumer stops (Ctrl-C, SIGTERM) the queued
-    work is dropped, `stop` is set to abort decodes in flight, and a worker stuck anyway is
-    left behind instead of joined (ThreadPoolExecutor joins its threads at exit). When
-    every item was consumed, the idle workers are joined."""
+    work is dropped, `stop` is set to abort decodes in flight, and the workers get a few
+    seconds to wind down; one stuck longer is left behind instead of joined
+    (ThreadPoolExecutor joins its threads at exit, however long). When every item was
+    consumed, the idle workers are joined."""
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     threads = [threading.Thread(target=_worker, args=(jobs,), daemon=True) for _ in range(workers)]
     for t in threads:
@@ -236,10 +237,12 @@ def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threa
         for _ in threads:
             jobs.put(None)
         if not finished:
-            stop.set()
-        else:  # a worker still winding down while the interpreter exits aborted 1 run in 6
-            for t in threads:  # ("terminate called without an active exception", exit code -6)
-                t.join(timeout=10)
+            stop.set()  # decodes in flight abort; a worker stuck anyway is left after the wait below
+        # a worker still winding down while the interpreter exits aborted 1 run in 6 ("terminate
+        # called without an active exception", exit code -6), and interrupted runs under load too
+        deadline = time.monotonic() + (10.0 if finished else 5.0)
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _submit(jobs: queue.SimpleQueue, fn, item) -> Future:

@@ -13,8 +13,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .match import NONE_MIN_SEPARATION
-
 
 class Bars:
     """What `progress_bar` yields: call it to advance the main bar; `stage(name, n, total)`
@@ -122,12 +120,6 @@ def label_table(d: dict) -> Table:
     if d["window_prior"]:
         shares = " ".join(f"{x:.0%}" for x in d["window_prior"]["position"])
         table.add_row("answers by window position (learned)", shares)
-    if d.get("none_share") is not None:
-        table.add_row("notes without their message in the window (learned)", f"{d['none_share']:.1%}")
-    elif d.get("none_separation") is not None:
-        table.add_row("notes without their message in the window",
-                      f"not learned: the gold tells them apart only {d['none_separation']:.2f} of the time "
-                      f"(needs {NONE_MIN_SEPARATION}); the matcher's own 'none' kept")
     for r in d.get("adapt") or []:
         losses = "; ".join(f"fold {f['fold']}: " + " ".join(f"{x:.3g}" for x in f["epoch_losses"])
                            + (" (reused)" if f["reused"] else "") for f in r["folds"])

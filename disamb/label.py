@@ -27,7 +27,6 @@ class MatchOptions:
     prior: bool = True  # subtract each text's likelihood under silent audio (PMI)
     position_prior: bool = True  # learn where in the window this chat's answers sit (EM)
     refit: bool = True  # let the gold choose among the starting weights, a refit and a minimal model
-    learn_none: bool = False  # learn "none of these" from the run (adapt.py: adapted evidence)
     matcher: Path | None = None  # weights to start from instead of the shipped defaults
     min_confidence: float | None = None
     target_precision: float | None = None
@@ -36,7 +35,6 @@ class MatchOptions:
 
 
 DEFAULT_MIN_CONFIDENCE = 0.9
-MIN_GOLD_FOR_NONE = match.MIN_GOLD_TO_FIT  # as for any fit on the gold
 
 
 @dataclass
@@ -62,8 +60,6 @@ class Summary:
     matcher_errors: dict | None = None  # cross-validated gold notes each choice got wrong
     matcher_choice: str | None = None  # which of them the gold chose
     window_prior: dict | None = None  # estimated share of answers per position and gap bin
-    none_share: float | None = None  # estimated share of notes whose message is not in the window
-    none_separation: float | None = None  # how well the gold tells a missing answer from a present one (AUC)
     adapt: list[dict] | None = None  # --adapt: per round, training losses, gold before/after, seconds
     remarks: list[str] = field(default_factory=list)
 
@@ -173,10 +169,6 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     notes with the evidence of the matcher in use.
     """
     known = {i: _gold_index(ok[i].note) for i in gold}
-    if options.learn_none and options.refit and len(gold) < MIN_GOLD_FOR_NONE:
-        summary.remarks.append(f"fewer than {MIN_GOLD_FOR_NONE} gold notes: 'none of these' keeps the matcher's "
-                               "weight, fitted on unadapted evidence; notes whose message is not in the window "
-                               "may be claimed too confidently")
     logits = [base.logits(s.X) for s in ok]
     prior = _window_prior(ok, logits, known, options)
     if len(gold) < match.MIN_GOLD_TO_FIT or not options.refit:
@@ -197,54 +189,13 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     summary.matcher_losses = {k: round(v, 4) for k, v in losses.items()}
     summary.matcher_errors, summary.matcher_choice = errors, name
     summary.cv_accuracy = 1.0 - errors[name] / len(ys)
-    if chosen is not base:
-        logits = [chosen.logits(s.X) for s in ok]
-        for j, i in enumerate(gold):
-            logits[i] = oof[j]
-        prior = _window_prior(ok, logits, known, options)
-    if options.learn_none and len(gold) >= MIN_GOLD_FOR_NONE:
-        logits, prior = _with_none_from_gold(ok, gold, known, logits, prior, options, summary)
+    if chosen is base:
+        return _final(ok, logits, prior, summary), base
+    logits = [chosen.logits(s.X) for s in ok]
+    for j, i in enumerate(gold):
+        logits[i] = oof[j]
+    prior = _window_prior(ok, logits, known, options)
     return _final(ok, logits, prior, summary), chosen
-
-
-def _with_none_from_gold(ok, gold, known, logits, prior, options: MatchOptions, summary: Summary):
-    """Logits whose "none of these" column is learned from this run: its level from the
-    gold with each answer taken out (match.fit_none), shifted by the share of notes
-    without their answer that the other notes show (match.none_share).
-
-    Used on adapted evidence (`learn_none`, set by adapt.py). The matcher's none weight
-    was fitted on what the base model hears, and a gold subset in which every answer is
-    in the window teaches a refit that "none" never happens; after --adapt the ears hear
-    a near-miss code as clearly as the real one, and notes whose message was never typed
-    went out labelled at 0.9 (benchmark codes-phone, 1,000 notes: ECE 0.057 -> 0.026).
-    Not on the base model's evidence: on noisy clips it took notes it could barely hear
-    for notes without an answer (benchmark closed-phrases: a share of 4% estimated where
-    there is none, ECE 0.059 -> 0.088), while the shipped none weight, fitted across
-    families on that evidence, is as good as measured. The window prior is fitted again
-    with the new none column.
-    """
-    def shown(i: int) -> np.ndarray:  # a note's candidate logits with the window prior
-        return np.asarray(logits[i][:-1]) + _offsets(ok[i], prior)[:-1]
-
-    heard = [s.clip.avg_logprob for s in ok]
-    if any(h is None for h in heard):  # a result without it (cached by an old version): candidates alone
-        heard = [0.0] * len(ok)
-    try:
-        model = match.fit_none([np.append(shown(i), 0.0) for i in gold], [known[i] for i in gold],
-                               [heard[i] for i in gold])
-    except ValueError:  # every gold note lacks its answer: nothing to compare with
-        return logits, prior
-    summary.none_separation = round(model.separation, 3)
-    if model.separation < match.NONE_MIN_SEPARATION:
-        return logits, prior
-    others = [i for i in range(len(ok)) if i not in known]
-    if not others:
-        return logits, prior
-    model.share = match.none_share(np.array([match.softmax(np.append(shown(i), model.logit(shown(i), heard[i])))[-1]
-                                             for i in others]))
-    summary.none_share = round(model.share, 4)
-    logits = [np.append(np.asarray(logits[i][:-1]), model.logit(shown(i), heard[i])) for i in range(len(ok))]
-    return logits, _window_prior(ok, logits, known, options)
 
 
 def _errors(logits, offsets, ys) -> int:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment, minimize
-from scipy.special import logsumexp
-from scipy.stats import mannwhitneyu
 
 from .features import EVIDENCE, FEATURES
 
@@ -25,12 +23,6 @@ MIN_GOLD_TO_FIT = 30
 # note is left unlabelled: an unsure note keeps its best guess (with a low confidence,
 # so it is not accepted) and goes without a label only when others took its messages.
 NONE_MARGIN = math.log(20.0)
-# Below this separation (AUC on the gold, a missing answer against a present one) the
-# evidence cannot tell how many notes lack their answer, and the matcher's own "none"
-# weight stands. Measured: bundled tiny.en on 1,000 codes-phone telephone notes, 0.68
-# before --adapt (an early version, fitted anyway, estimated 16% of the notes without
-# their answer against a true 5.6%); after --adapt 0.94, and an estimated 6.1%.
-NONE_MIN_SEPARATION = 0.9
 BLOCK_LIMIT = 400  # notes per assignment block before a chain of windows is cut
 
 
@@ -257,112 +249,6 @@ def fit_temperature(logits: list[np.ndarray], targets: list[int], offsets: list[
         if nll < best_nll:
             best_t, best_nll = float(t), nll
     return best_t
-
-
-@dataclass
-class NoneModel:
-    """P(none | note) = sigmoid(bias - slope * lme + w_heard * heard) at even odds, where
-    lme is the log-mean-exp of the note's candidate logits and `heard` how clearly its
-    clip was heard (Whisper's average log-probability of its own transcript), shifted by
-    the log-odds of `share`, the estimated share of notes without an answer. The mean,
-    not the sum: taking a candidate out of a window whose candidates all look alike must
-    not look like taking its answer out. `heard`: a muffled clip makes every candidate
-    look unlikely, and must not pass for a note whose answer is missing."""
-
-    bias: float
-    slope: float
-    w_heard: float = 0.0
-    share: float = 0.5
-    separation: float = 0.5  # gold, out of fold: P(a note without its answer looks more so than one with it)
-
-    def logit(self, cands: np.ndarray, heard: float = 0.0) -> float:
-        """The note's "none" entry among its logits, giving that probability under the softmax."""
-        lse = float(logsumexp(cands))
-        u = self.bias - self.slope * (lse - math.log(len(cands))) + self.w_heard * heard
-        return u + lse + math.log(self.share / (1.0 - self.share))
-
-
-def fit_none(logits: list[np.ndarray], targets: list[int], heard: list[float] | None = None,
-             folds: int = 5) -> NoneModel:
-    """How sure the candidates look when a note's answer is missing, learned from the gold.
-
-    Each gold note whose answer is in its window is seen twice: as it is, and with its
-    answer taken out, when "none" is right. So a gold subset that never shows a note
-    without its answer still teaches how high the best remaining candidate scores when
-    the answer is missing. Gold notes whose answer is not in the window count once, as
-    "none". A logistic on the candidates' log-mean-exp and how clearly each clip was
-    heard (see NoneModel). `logits` are candidates then none (the last entry is
-    ignored); `targets[i] == len(logits[i]) - 1` means none. ValueError when the gold
-    shows only one side. `separation` is cross-validated over `folds` folds of the gold:
-    in-sample, 25 gold notes looked separable enough and were not (benchmark
-    chat-uniform-festival after --adapt: two right notes left unlabelled).
-    """
-    heard = [0.0] * len(logits) if heard is None else heard
-    rows, is_none, note = [], [], []
-    for k, (z, t, h) in enumerate(zip(logits, targets, heard)):
-        cands = np.asarray(z[:-1], float)
-        if t < len(cands):
-            rows.append((_lme(cands), h))
-            is_none.append(0.0)
-            note.append(k)
-            if len(cands) > 1:  # a window of one has nothing left once its answer is out
-                rows.append((_lme(np.delete(cands, t)), h))
-                is_none.append(1.0)
-                note.append(k)
-        else:
-            rows.append((_lme(cands), h))
-            is_none.append(1.0)
-            note.append(k)
-    X, y, note = np.array(rows), np.array(is_none), np.array(note)
-    if y.min() == y.max():
-        raise ValueError("the gold shows only one side of 'none'")
-    centre = np.median(X, 0)
-    F = np.column_stack([np.ones(len(X)), -(X[:, 0] - centre[0]), X[:, 1] - centre[1]])
-    a, slope, w = _fit_logistic(F, y)
-    # separation on gold notes each model did not fit (both views of a note in one fold)
-    folds = fold_ids(len(logits), min(folds, len(logits)))[note]
-    oof = np.zeros(len(y))
-    for k in range(folds.max() + 1):
-        held = folds == k
-        if y[~held].min() == y[~held].max():
-            oof[held] = 0.0
-            continue
-        oof[held] = F[held] @ _fit_logistic(F[~held], y[~held])
-    auc = mannwhitneyu(oof[y == 1], oof[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
-    return NoneModel(bias=float(a + slope * centre[0] - w * centre[1]), slope=float(slope), w_heard=float(w),
-                     separation=float(auc))
-
-
-def _fit_logistic(F: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(intercept, slope on -lme >= 0, weight of heard) minimising the logistic loss."""
-
-    def loss_and_grad(params: np.ndarray) -> tuple[float, np.ndarray]:
-        u = F @ params
-        loss = np.mean(np.logaddexp(0.0, u) - y * u)
-        return float(loss), F.T @ ((1.0 / (1.0 + np.exp(-u)) - y) / len(F))
-
-    return minimize_lbfgs(loss_and_grad, np.array([0.0, 1.0, 0.0]), max_iter=100,
-                          bounds=[(None, None), (0.0, None), (None, None)])
-
-
-def _lme(z: np.ndarray) -> float:
-    return float(logsumexp(z)) - math.log(len(z))
-
-
-def none_share(p_none: np.ndarray, iterations: int = 200) -> float:
-    """Share of notes without their answer in the window, from each note's probability of
-    "none" at even odds: the EM of Saerens et al. (2002) for a classifier's outputs under
-    new class priors, with one pseudo-note each way so that a log never gets 0 or 1."""
-    p = np.clip(np.asarray(p_none, float), 1e-9, 1 - 1e-9)
-    odds = p / (1 - p)
-    share = 0.5
-    for _ in range(iterations):
-        post = share * odds / (share * odds + 1 - share)
-        new = (post.sum() + 1) / (len(p) + 2)
-        if abs(new - share) < 1e-6:
-            return float(new)
-        share = new
-    return float(share)
 
 
 PLATT_PRIOR_NOTES = 20.0  # the matcher's own map is worth this many gold notes

@@ -1,6 +1,5 @@
 """The gold chooses the matcher honestly, and the window prior never hides decisive evidence."""
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,83 +123,3 @@ def test_the_summary_says_what_the_gold_chose_and_why(tmp_path):
     assert set(summary.matcher_errors) == {"starting weights", "refit", "minimal"}
     assert summary.matcher_choice == used.source.split()[0]
     assert summary.matcher_errors[summary.matcher_choice] < summary.matcher_errors["starting weights"]
-
-
-def _notes_some_missing(n: int, n_gold: int, missing: float, seed: int = 5):
-    """Like _notes, every transcript exact; a share `missing` of the notes that are not
-    gold had their message never typed (the transcript matches no candidate). The gold
-    are all in their window, as when gold is only taken where the message was found."""
-    rng = np.random.default_rng(seed)
-    notes, outcomes, lost = [], {}, set()
-    for i in range(n):
-        texts = [" ".join(rng.choice(WORDS, 3, replace=False)) for _ in range(5)]
-        truth = int(rng.integers(4))
-        cands = [Candidate(f"m{i}_{j}", t) for j, t in enumerate(texts[:4])]
-        gold = i < n_gold
-        said = texts[truth]
-        if not gold and rng.random() < missing:
-            said = texts[4]  # never typed: no candidate holds it
-            lost.add(f"v{i}")
-        notes.append(VoiceNote(f"v{i}", f"v{i}.wav", Path(f"v{i}.wav"), cands,
-                               gold_label_id=cands[truth].id if gold else None, gold_in_window=gold or None))
-        outcomes[f"v{i}"] = ClipOutcome(f"v{i}", ClipResult(seconds=1.0, transcript=said))
-    return notes, outcomes, lost
-
-
-def test_the_share_of_notes_without_their_answer_is_learned_from_the_run(tmp_path):
-    # A matcher that never says "none" (fitted where every answer was in the window),
-    # and gold that never shows a missing answer: the run itself must show that about
-    # one note in six has no answer, and those notes must not be claimed with confidence.
-    notes, outcomes, lost = _notes_some_missing(240, 40, missing=0.17)
-    opts = MatchOptions(matcher=_matcher(tmp_path / "m.json", cer=-3.0, token_set=3.0), assign=False,
-                        position_prior=False, learn_none=True)
-    records, summary, _ = label_notes(notes, outcomes, opts)
-    share = len(lost) / (len(notes) - 40)
-    assert summary.none_separation > 0.9
-    assert abs(summary.none_share - share) < 0.06
-    conf_lost = [r["confidence"] for r in records if r["id"] in lost]
-    conf_kept = [r["confidence"] for r in records[40:] if r["id"] not in lost]
-    assert np.mean(conf_lost) < 0.5 < np.mean(conf_kept)
-    assert all(r["label_id"] == n.gold_label_id for r, n in zip(records[:40], notes[:40]))
-
-    for other in (dict(refit=False), dict(learn_none=False)):  # the gold may not change it / not asked to
-        records, summary, _ = label_notes(notes, outcomes, replace(opts, **other))
-        assert summary.none_share is None
-        assert np.mean([r["confidence"] for r in records if r["id"] in lost]) > 0.5
-
-    few = [replace(n, gold_label_id=None, gold_in_window=None) if i >= 29 else n for i, n in enumerate(notes)]
-    _, summary, _ = label_notes(few, outcomes, opts)  # 29 gold notes: too few, and the summary says so
-    assert summary.none_share is None and any("fewer than 30 gold notes" in r for r in summary.remarks)
-
-
-def test_evidence_that_cannot_tell_a_missing_answer_leaves_the_matchers_none(tmp_path):
-    # every transcript is another candidate's text: nothing tells a note with its answer
-    # from one without, so no share of missing answers can be read from the run
-    notes, outcomes = _notes(120, heard_right=0.0)
-    for n in notes[40:]:
-        n.gold_label_id, n.gold_in_window = None, None
-    records, summary, _ = label_notes(notes, outcomes, MatchOptions(matcher=_matcher(tmp_path / "m.json", token_set=3.0),
-                                                                    assign=False, position_prior=False, learn_none=True))
-    assert summary.none_separation < 0.9
-    assert summary.none_share is None
-
-
-def test_the_summary_table_says_whether_the_share_was_learned(tmp_path):
-    from rich.console import Console
-
-    from disamb.display import label_table
-
-    notes, outcomes, _ = _notes_some_missing(120, 40, missing=0.2)
-    _, learned, _ = label_notes(notes, outcomes, MatchOptions(matcher=_matcher(tmp_path / "m.json", token_set=3.0),
-                                                              assign=False, position_prior=False, learn_none=True))
-    notes, outcomes = _notes(60, heard_right=0.0)
-    _, kept, _ = label_notes(notes, outcomes, MatchOptions(matcher=tmp_path / "m.json", assign=False,
-                                                           position_prior=False, learn_none=True))
-
-    def shown(summary) -> str:
-        console = Console(width=200, record=True)
-        console.print(label_table(summary.as_dict() | {"output": "x", "model": "m", "device": "cpu"}))
-        return console.export_text()
-
-    assert f"{learned.none_share:.1%}" in shown(learned)
-    assert "not learned" in shown(kept) and "the matcher's own 'none' kept" in shown(kept)

@@ -229,33 +229,3 @@ def test_a_matcher_file_against_the_evidence_is_refused(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(data))
     with pytest.raises(match.MatcherError, match="not positive"):
         match.Matcher.load(tmp_path / "m.json")
-
-
-def test_none_share_recovers_the_share_from_honest_odds():
-    # one feature, "none" notes shifted by 2: odds at even priors exp(2x - 2)
-    rng = np.random.default_rng(0)
-    for share in (0.03, 0.1, 0.3):
-        is_none = rng.random(4000) < share
-        x = rng.normal(0, 1, 4000) + 2 * is_none
-        odds = np.exp(2 * x - 2)
-        assert abs(match.none_share(odds / (1 + odds)) - is_none.mean()) < 0.03
-
-
-def test_fit_none_learns_from_gold_with_the_answer_taken_out():
-    # gold that never lacks its answer: with the answer taken out, the best remaining
-    # candidate scores far lower, so "none" becomes likely exactly there
-    rng = np.random.default_rng(1)
-    logits, targets = [], []
-    for _ in range(60):
-        z = rng.normal(0, 1, 10)
-        z[4] += 8
-        logits.append(np.append(z, 0.0))
-        targets.append(4)
-    model = match.fit_none(logits, targets)
-    assert model.separation > 0.99
-    present = match.softmax(np.append(logits[0][:-1], model.logit(logits[0][:-1])))[-1]
-    missing = np.delete(logits[0][:-1], 4)
-    absent = match.softmax(np.append(missing, model.logit(missing)))[-1]
-    assert present < 0.05 and absent > 0.95
-    with pytest.raises(ValueError):
-        match.fit_none([np.array([0.0, 1.0, 0.0])], [2])  # only "none": nothing to compare with
