@@ -213,8 +213,8 @@ def _prepare(
 def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threading.Event) -> Iterator:
     """Like a thread pool's map, but never more than `ahead` items in flight (memory
     stays flat), on daemon threads: when the consumer stops (Ctrl-C, SIGTERM) the queued
-    work is dropped, `stop` is set to abort decodes in flight, and the workers get a few
-    seconds to wind down; one stuck longer is left behind instead of joined
+    work is dropped, `stop` is set to abort decodes in flight, and the workers get a
+    second to wind down; one stuck longer is left behind instead of joined
     (ThreadPoolExecutor joins its threads at exit, however long). When every item was
     consumed, the idle workers are joined."""
     jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -240,7 +240,7 @@ def _ordered_prefetch(fn, items: Iterable, ahead: int, workers: int, stop: threa
             stop.set()  # decodes in flight abort; a worker stuck anyway is left after the wait below
         # a worker still winding down while the interpreter exits aborted 1 run in 6 ("terminate
         # called without an active exception", exit code -6), and interrupted runs under load too
-        deadline = time.monotonic() + (10.0 if finished else 5.0)
+        deadline = time.monotonic() + (10.0 if finished else 1.0)  # interrupted: out within seconds
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
 
