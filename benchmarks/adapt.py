@@ -16,7 +16,9 @@ the notes that are not gold and whose truth is in the window (ECE: every labelle
 and the training cost: seconds per 100 clips per epoch (training only, summed over folds),
 and the whole adaptation's wall time (training, rescoring, priors, transcription).
 
-Variants (--variants): full (LayerNorms + LoRA, soft targets), ln (LayerNorms only),
+Variants (--variants): full (LayerNorms + LoRA, soft targets, labels from the mean of the
+adapted and unadapted features), alone (the same adapters, labels from the adapted
+features only: how --adapt labelled until 2026-12-07), ln (LayerNorms only),
 hard (only notes the matcher is at least 0.9 sure of, one-hot), rounds2 (label → adapt →
 relabel twice; its row measures the last round run, kept by the gold or not, and lists
 every round's figures under "rounds").
@@ -60,13 +62,14 @@ from disamb.clips import ClipOptions  # noqa: E402
 from disamb.metrics import ece_if_calibrated, expected_calibration_error, reliability_table  # noqa: E402
 from disamb import match  # noqa: E402
 from disamb.features import FEATURES  # noqa: E402
-from disamb.label import MatchOptions  # noqa: E402
+from disamb.label import Heard, MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402
 from disamb.pipeline import label_all  # noqa: E402
 from disamb.textsim import normalize  # noqa: E402
 
 VARIANTS = {
     "full": AdaptOptions(),
+    "alone": AdaptOptions(unadapted_weight=0.0),
     "ln": AdaptOptions(lora=False),
     "hard": AdaptOptions(hard=True),
     "rounds2": AdaptOptions(rounds=2),
@@ -173,7 +176,8 @@ def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epo
     for v in variants:
         opts = AdaptOptions(**{**VARIANTS[v].__dict__, "epochs": epochs, "folds": folds})
         t1 = time.perf_counter()
-        done = adapt_and_relabel(lm, notes, base.records, base.summary, ClipOptions(), match_options, cache, opts)
+        done = adapt_and_relabel(lm, notes, base.records, base.summary, ClipOptions(), match_options, cache, opts,
+                                 unadapted=Heard(base.outcomes, base.prior))
         wall = time.perf_counter() - t1
         adapters = [a for r in done.rounds for a in r.adapters]
         trained = [a for a in adapters if not a.reused]

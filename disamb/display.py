@@ -127,6 +127,9 @@ def label_table(d: dict) -> Table:
         if r["gold_accuracy_before"] is not None:
             after = "n/a" if r["gold_accuracy_after"] is None else f"{r['gold_accuracy_after']:.3f}"
             table.add_row(f"adapt round {r['round']}: accuracy on gold", f"{r['gold_accuracy_before']:.3f} → {after}")
+        mixed = r.get("unadapted_weight") or 0.0
+        table.add_row(f"adapt round {r['round']}: labels from",
+                      f"unadapted {mixed:.0%} + adapted {1 - mixed:.0%} of each feature" if mixed else "the adapted model")
         table.add_row(f"adapt round {r['round']}: time", f"{r['seconds']:.0f} s")
     table.add_row("model", f"{d['model']} on {d['device']}")
     table.add_row("written", d["output"])

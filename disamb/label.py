@@ -38,6 +38,16 @@ DEFAULT_MIN_CONFIDENCE = 0.9
 
 
 @dataclass
+class Heard:
+    """A second model's clip results on the same notes, averaged into the features with
+    `weight` (adapt.py: the unadapted model's, beside the adapted one's)."""
+
+    outcomes: dict[str, ClipOutcome]
+    prior: dict[str, tuple[float, int]] | None
+    weight: float = 0.5
+
+
+@dataclass
 class Summary:
     notes: int = 0
     labelled: int = 0
@@ -102,6 +112,7 @@ def label_notes(
     prior: dict[str, tuple[float, int]] | None = None,
     truncated: frozenset[str] = frozenset(),
     priors_by_note: dict[str, dict[str, tuple[float, int]]] | None = None,
+    also: Heard | None = None,
 ) -> tuple[list[dict], Summary, match.Matcher]:
     """Labels for all notes (input order), the run summary and the matcher used.
 
@@ -110,6 +121,9 @@ def label_notes(
 
     `truncated`: candidate texts that were cut to fit the decoder context when scored
     (see truncated_texts); their records say so, the text itself stays whole.
+
+    `also`: a second model's results; where it heard the note too, each feature is the
+    weighted mean of the two models' (the matcher is linear, so its logits are too).
     """
     scored: list[_Note] = []
     for note in notes:
@@ -123,6 +137,8 @@ def label_notes(
             continue
         note_prior = priors_by_note.get(note.id, prior) if priors_by_note is not None else prior
         X, feats = candidate_features(note, oc.result, note_prior)
+        if also is not None:
+            X, feats = _blend(note, X, feats, also)
         scored.append(_Note(note, X, feats, oc.result, None, slots(note), match.dominant(X)))
     ok = [s for s in scored if s.X is not None and len(s.note.candidates) > 0]
     summary = Summary(notes=len(notes), errors=len(scored) - len(ok))
@@ -158,6 +174,17 @@ def label_notes(
     summary.matcher = matcher.source
     matcher.platt = platt
     return records, summary, matcher
+
+
+def _blend(note: VoiceNote, X: np.ndarray, feats: list[dict], also: Heard) -> tuple[np.ndarray, list[dict]]:
+    """Features averaged with `also`'s on the same note; unchanged where it has no usable clip."""
+    oc = also.outcomes.get(note.id)
+    if oc is None or oc.result is None or no_speech_reason(oc.result):
+        return X, feats
+    X2, feats2 = candidate_features(note, oc.result, also.prior)
+    w = also.weight
+    mixed = [{k: round((1 - w) * v + w * f2[k], 4) if k in f2 else v for k, v in f.items()} for f, f2 in zip(feats, feats2)]
+    return (1 - w) * X + w * X2, mixed
 
 
 def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, options: MatchOptions, summary: Summary):

@@ -32,7 +32,7 @@ from disamb.adapt import (
 )
 from disamb.chats import read_notes
 from disamb.clips import ClipOptions
-from disamb.label import MatchOptions
+from disamb.label import Heard, MatchOptions
 from disamb.models import weights_key
 from disamb.pipeline import label_all
 from tests.conftest import speak
@@ -111,6 +111,13 @@ def test_each_note_is_scored_by_an_adapter_that_did_not_train_on_it_and_reruns_r
                               on_progress=on_progress)
     assert steps == [] and all(a.reused for a in again.rounds[0].adapters)
     assert [r["label_id"] for r in again.records] == [r["label_id"] for r in res.records]
+    # label --adapt's labels: the same adapters, features averaged with the unadapted model's
+    mixed = adapt_and_relabel(tiny_model, notes, run.records, run.summary, ClipOptions(), MatchOptions(), cache, opts,
+                              on_progress=on_progress, unadapted=Heard(run.outcomes, run.prior))
+    assert steps == [] and all(a.reused for a in mixed.rounds[0].adapters)
+    for m, adapted, unadapted in zip(mixed.records, res.records, run.records):
+        for cm, ca, cu in zip(m["candidates"], adapted["candidates"], unadapted["candidates"]):
+            assert abs(cm["features"]["lik_sum"] - (ca["features"]["lik_sum"] + cu["features"]["lik_sum"]) / 2) < 1e-3
     # a changed input (other targets) trains again
     changed = [dict(r, candidates=[dict(c, prob=0.5) for c in r["candidates"]]) for r in run.records]
     adapt_and_relabel(tiny_model, notes, changed, run.summary, ClipOptions(), MatchOptions(), cache, opts,
@@ -202,6 +209,15 @@ def test_label_adapt_from_the_command_line(chat_dir, tmp_path):
     records = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert [r["id"] for r in records] == [s[0] for s in SAID] and all(r["transcript"] for r in records)
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2
+    assert rnd["unadapted_weight"] == 0.5  # the labels come from both models' evidence
+    shown = subprocess.run(
+        [sys.executable, "-m", "disamb.cli", "label", str(chat_dir / "recordings"), str(chat_dir / "chats.jsonl"),
+         "-o", str(out), "--window", "2", "--cache-dir", str(tmp_path / "cache"), "--adapt", "--adapt-epochs", "1"],
+        capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"),
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "labels from" in shown.stdout and "unadapted 50% + adapted 50% of each feature" in shown.stdout
+    assert "(reused)" in shown.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "disamb.cli", "label", str(chat_dir / "recordings"), str(chat_dir / "chats.jsonl"),
          "-o", str(tmp_path / "x.jsonl"), "--adapt", "--adapt-folds", "1"], capture_output=True, text=True)

@@ -8,7 +8,7 @@ from disamb import match
 from disamb.cache import ClipResult
 from disamb.chats import Candidate, VoiceNote
 from disamb.clips import ClipOutcome
-from disamb.label import MatchOptions, label_notes
+from disamb.label import Heard, MatchOptions, label_notes
 from disamb.textsim import render_spoken
 
 WORDS = "apple river stone cloud green market violin candle harbor pepper tiger lemon".split()
@@ -123,3 +123,30 @@ def test_the_summary_says_what_the_gold_chose_and_why(tmp_path):
     assert set(summary.matcher_errors) == {"starting weights", "refit", "minimal"}
     assert summary.matcher_choice == used.source.split()[0]
     assert summary.matcher_errors[summary.matcher_choice] < summary.matcher_errors["starting weights"]
+
+
+def test_a_second_models_evidence_is_averaged_into_the_features():
+    """`also` (label --adapt: the unadapted model beside the adapted one): each feature is
+    the weighted mean of the two models', so a note one model hears clearly and the other
+    faintly the other way goes to the clear one; weight 0 or 1 is either model alone, and
+    a clip the second model found silent leaves the first model's features."""
+    codes = ["5127 ok", "8830 thx", "4411", "9006 ok"]
+    note, clear = _code_note(0, codes, 0, [-12.0, -40.0, -40.0, -40.0])
+    _, faint = _code_note(0, codes, 1, [-31.0, -29.0, -33.0, -33.0])
+    opts = MatchOptions(assign=False, position_prior=False)
+
+    def run(outcome, also=None):
+        return label_notes([note], {"v0": outcome}, opts, also=also)[0][0]
+
+    by_clear, by_faint = run(clear), run(faint)
+    assert (by_clear["label"], by_faint["label"]) == ("5127 ok", "8830 thx")
+    both = run(faint, Heard({"v0": clear}, None, 0.5))
+    assert both["label"] == "5127 ok"
+    for j, c in enumerate(both["candidates"]):
+        for k in ("lik_sum", "cer", "digit_dist"):
+            mean = (by_clear["candidates"][j]["features"][k] + by_faint["candidates"][j]["features"][k]) / 2
+            assert abs(c["features"][k] - mean) < 1e-3
+    assert run(faint, Heard({"v0": clear}, None, 0.0)) == by_faint
+    assert run(faint, Heard({"v0": clear}, None, 1.0))["candidates"] == by_clear["candidates"]
+    silent = ClipOutcome("v0", ClipResult(seconds=2.0, transcript="", no_speech_prob=0.99, avg_logprob=-2.0))
+    assert run(faint, Heard({"v0": silent}, None, 0.5)) == by_faint
