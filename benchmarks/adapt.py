@@ -31,6 +31,8 @@ measured) is judged partly on notes its weights were fitted on.
 
 Usage: python benchmarks/adapt.py --data /work/bench-data --families codes-phone,chat-early-espeak \
            --notes 60 --epochs 2 [--variants full,ln,hard] [--build-notes N] [--out benchmarks/results/adapt.json]
+--gold-lacking SEED also makes gold, at the log's gold rate, notes whose message is not in
+the window (the generator draws gold only among the others; a user's gold does not).
 --per-note DIR writes every run's labels (truth, label, confidence, transcript, top three
 candidates) to DIR/FAMILY-RUN.jsonl, to read the mistakes one by one.
 The per-clip cache lives in DATA/cache (shared with benchmarks/accuracy.py: the base
@@ -43,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import time
 from dataclasses import replace
@@ -155,19 +158,33 @@ def write_per_note(path: Path, notes, records: list[dict], truth: dict[str, dict
                                         sorted(rec["candidates"], key=lambda c: -(c.get("prob") or 0))[:3]]}) + "\n")
 
 
+def with_gold_lacking(notes: list, truth: dict[str, dict], seed: int) -> list:
+    """The notes, with those whose message is not in the window also made gold ("not in
+    the window") at the log's own gold rate, drawn with `seed`: the generator draws gold
+    only where the message exists, a user's gold is drawn from every note."""
+    rng = random.Random(seed)
+    rate = sum(n.has_gold for n in notes) / max(1, len(notes))
+    return [replace(n, gold_label_id=None, gold_text=truth[n.id]["spoken"], gold_in_window=False)
+            if not n.has_gold and not in_window(truth[n.id]) and rng.random() < rate else n for n in notes]
+
+
 def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epochs: int, folds: int,
-               build_notes: int | None = None, held_out: bool = True, per_note: Path | None = None) -> dict:
+               build_notes: int | None = None, held_out: bool = True, per_note: Path | None = None,
+               gold_lacking: int | None = None) -> dict:
     folder = data / "families" / name
     if not (folder / "truth.jsonl").is_file():
         config = replace(FAMILIES[name], n_notes=build_notes) if build_notes else None
         folder = build(name, data / "families", config)
     truth = read_truth(folder)
     notes = read_notes(folder / "chats.jsonl", folder / "recordings").notes[:n_notes]
+    if gold_lacking is not None:
+        notes = with_gold_lacking(notes, truth, gold_lacking)
     cache = data / "cache"
     match_options = MatchOptions(matcher=held_out_matcher(name, data, lm)) if held_out else MatchOptions()
     t0 = time.perf_counter()
     base = label_all(lm, notes, ClipOptions(), match_options, cache)
     out = {"notes": len(notes), "gold": sum(n.has_gold for n in notes), "label_seconds": round(time.perf_counter() - t0, 1),
+           "gold_lacking_message": sum(n.has_gold and not n.gold_in_window for n in notes),
            "matcher": "held out (fitted on the other families)" if held_out else "shipped",
            "without": measure(notes, base.records, truth)}
     print(f"{name}: without {out['without']}", flush=True)
@@ -211,6 +228,8 @@ def main() -> None:
     ap.add_argument("--matcher", default="held-out", choices=["held-out", "shipped"],
                     help="Start matching from weights fitted on the other families (default) or from the shipped ones.")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "adapt.json")
+    ap.add_argument("--gold-lacking", type=int, metavar="SEED",
+                    help="also make gold, at the log's gold rate (drawn with SEED), notes whose message is not in the window")
     ap.add_argument("--per-note", type=Path, help="also write each run's labels, one note per line, to DIR/FAMILY-RUN.jsonl")
     args = ap.parse_args()
     names = [n for n in args.families.split(",") if n]
@@ -229,7 +248,7 @@ def main() -> None:
     for name in names:
         result["families"][name] = run_family(name, args.data, lm, args.notes, variants, args.epochs, args.folds,
                                               args.build_notes, held_out=args.matcher == "held-out",
-                                              per_note=args.per_note)
+                                              per_note=args.per_note, gold_lacking=args.gold_lacking)
         result["families"][name]["command"] = result["command"]
         merged = {**previous, **result, "families": {**previous.get("families", {}), **result["families"]}}
         args.out.parent.mkdir(parents=True, exist_ok=True)

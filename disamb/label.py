@@ -194,20 +194,29 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     model by cross-validated errors, then log-loss (`_choose`); gold notes then get out-of-fold
     probabilities, so their scores are honest. The window prior is learned from all
     notes with the evidence of the matcher in use.
+
+    Gold notes whose message is not in the window take no part in fitting, scaling or
+    choosing the matcher (they still count in the Platt map and the gold accuracy): they
+    say nothing about which candidate the evidence favours, and no weight on these
+    features tells them apart, so the fit could only flatten every note. Measured on
+    1,000 codes-phone notes with 2-7 such notes added to its 100 gold: errors 137 →
+    139-146 and in-window ECE 0.031 → 0.069-0.100 when they took part, 136-137 and
+    0.031-0.034 now.
     """
     known = {i: _gold_index(ok[i].note) for i in gold}
     logits = [base.logits(s.X) for s in ok]
     prior = _window_prior(ok, logits, known, options)
-    if len(gold) < match.MIN_GOLD_TO_FIT or not options.refit:
+    teach = [i for i in gold if known[i] < len(ok[i].X)]
+    if len(teach) < match.MIN_GOLD_TO_FIT or not options.refit:
         return _final(ok, logits, prior, summary), base
-    offsets = [_offsets(ok[i], prior) for i in gold]
-    ys = [known[i] for i in gold]
-    choices = {"starting weights": ([base.logits(ok[i].X) for i in gold], base, None)}
+    offsets = [_offsets(ok[i], prior) for i in teach]
+    ys = [known[i] for i in teach]
+    choices = {"starting weights": ([base.logits(ok[i].X) for i in teach], base, None)}
     for name, use in (("refit", FEATURES), ("minimal", MINIMAL)):
-        oof, temperature = _cross_fitted(ok, gold, ys, offsets, use, options)
-        final = match.fit([ok[i].X for i in gold], ys, offsets, use=use)
+        oof, temperature = _cross_fitted(ok, teach, ys, offsets, use, options)
+        final = match.fit([ok[i].X for i in teach], ys, offsets, use=use)
         final.temperature = temperature
-        final.source = f"{name} on {len(gold)} gold notes"
+        final.source = f"{name} on {len(teach)} gold notes"
         choices[name] = (oof, final, temperature)
     losses = {name: match.log_loss([z + o for z, o in zip(c[0], offsets)], ys) for name, c in choices.items()}
     errors = {name: _errors(c[0], offsets, ys) for name, c in choices.items()}
@@ -218,8 +227,8 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     summary.cv_accuracy = 1.0 - errors[name] / len(ys)
     if chosen is base:
         return _final(ok, logits, prior, summary), base
-    logits = [chosen.logits(s.X) for s in ok]
-    for j, i in enumerate(gold):
+    logits = [chosen.logits(s.X) for s in ok]  # gold lacking its message: never fitted on, so honest too
+    for j, i in enumerate(teach):
         logits[i] = oof[j]
     prior = _window_prior(ok, logits, known, options)
     return _final(ok, logits, prior, summary), chosen

@@ -150,3 +150,29 @@ def test_a_second_models_evidence_is_averaged_into_the_features():
     assert run(faint, Heard({"v0": clear}, None, 1.0))["candidates"] == by_clear["candidates"]
     silent = ClipOutcome("v0", ClipResult(seconds=2.0, transcript="", no_speech_prob=0.99, avg_logprob=-2.0))
     assert run(faint, Heard({"v0": silent}, None, 0.5)) == by_faint
+
+
+def test_gold_notes_lacking_their_message_do_not_bend_the_matcher():
+    """A user's gold holds notes whose message was never typed ("not in the window"). No
+    weight on these features tells them apart, so if they took part in the refit they
+    would only flatten every note (temperature, weights); they count in the Platt map."""
+    notes, outcomes = _notes(90, heard_right=0.85, seed=5)
+    for k in range(50, 90):  # the last 40 are not gold
+        notes[k] = VoiceNote(notes[k].id, notes[k].file, notes[k].audio, notes[k].candidates)
+    rng = np.random.default_rng(9)
+    lacking, extra = [], {}
+    for i in range(90, 96):  # heard clearly, but what was said is none of the candidates
+        said = " ".join(rng.choice(WORDS, 3, replace=False))
+        cands = [Candidate(f"m{i}_{j}", " ".join(rng.choice(WORDS, 3, replace=False))) for j in range(4)]
+        lacking.append(VoiceNote(f"v{i}", f"v{i}.wav", Path(f"v{i}.wav"), cands, gold_text=said, gold_in_window=False))
+        extra[f"v{i}"] = ClipOutcome(f"v{i}", ClipResult(seconds=1.0, transcript=said))
+    records, summary, matcher = label_notes(notes, outcomes, MatchOptions())
+    records2, summary2, matcher2 = label_notes(notes + lacking, {**outcomes, **extra}, MatchOptions())
+    assert summary.matcher_choice != "starting weights"  # the gold did refit
+    assert summary2.matcher_choice == summary.matcher_choice and summary2.matcher_losses == summary.matcher_losses
+    assert matcher2.temperature == matcher.temperature
+    assert np.allclose(matcher2.weights, matcher.weights) and matcher2.none_bias == matcher.none_bias
+    for a, b in zip(records, records2):
+        assert a["label_id"] == b["label_id"]
+        assert [c["prob"] for c in a["candidates"]] == [c["prob"] for c in b["candidates"]]
+    assert summary2.gold == summary.gold + len(lacking)
