@@ -65,7 +65,7 @@ from disamb.clips import ClipOptions  # noqa: E402
 from disamb.metrics import ece_if_calibrated, expected_calibration_error, reliability_table  # noqa: E402
 from disamb import match  # noqa: E402
 from disamb.features import FEATURES  # noqa: E402
-from disamb.label import Heard, MatchOptions  # noqa: E402
+from disamb.label import MatchOptions  # noqa: E402
 from disamb.models import load_model  # noqa: E402
 from disamb.pipeline import label_all  # noqa: E402
 from disamb.textsim import normalize  # noqa: E402
@@ -194,7 +194,7 @@ def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epo
         opts = AdaptOptions(**{**VARIANTS[v].__dict__, "epochs": epochs, "folds": folds})
         t1 = time.perf_counter()
         done = adapt_and_relabel(lm, notes, base.records, base.summary, ClipOptions(), match_options, cache, opts,
-                                 unadapted=Heard(base.outcomes, base.prior))
+                                 unadapted_outcomes=base.outcomes, unadapted_prior=base.prior)
         wall = time.perf_counter() - t1
         adapters = [a for r in done.rounds for a in r.adapters]
         trained = [a for a in adapters if not a.reused]

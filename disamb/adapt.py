@@ -530,11 +530,13 @@ def _example(lm: LoadedModel, note: VoiceNote, q: dict[str, float], clip_options
 
 def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dict], summary: Summary,
                       clip_options: ClipOptions, match_options: MatchOptions, cache_root: Path | None,
-                      options: AdaptOptions, on_progress=None, unadapted: Heard | None = None) -> Relabelled:
+                      options: AdaptOptions, on_progress=None, unadapted_outcomes: dict[str, ClipOutcome] | None = None,
+                      unadapted_prior: dict[str, tuple[float, int]] | None = None) -> Relabelled:
     """Label → adapt → relabel, `options.rounds` times at most.
 
-    `unadapted`: the base model's clip results and priors (`records` came from them);
-    each round's features are then averaged with theirs (`options.unadapted_weight`).
+    `unadapted_outcomes`, `unadapted_prior`: the base model's clip results and priors
+    (`records` came from them); each round's features are then averaged with theirs,
+    `options.unadapted_weight` of theirs.
 
     Each round trains fresh adapters from the base model on the previous round's labels.
     With enough gold to measure it (match.MIN_GOLD_TO_FIT), a round whose cross-validated
@@ -544,13 +546,14 @@ def adapt_and_relabel(lm: LoadedModel, notes: list[VoiceNote], records: list[dic
     """
     f32 = float32_model(lm)
     truncated = truncated_texts(lm, notes)
+    also = (Heard(unadapted_outcomes, unadapted_prior, options.unadapted_weight)
+            if unadapted_outcomes is not None and options.unadapted_weight else None)
     rounds: list[AdaptRound] = []
     best = Relabelled(records, summary, None, {}, rounds)
     for r in range(options.rounds):
         t0 = time.perf_counter()
         adapters, outcomes, priors, scored_by = adapt_round(
             lm, f32, notes, best.records, clip_options, match_options, cache_root, options, on_progress, r + 1)
-        also = replace(unadapted, weight=options.unadapted_weight) if unadapted and options.unadapted_weight else None
         new_records, new_summary, matcher = label_notes(
             notes, outcomes, match_options, None, truncated=truncated, priors_by_note=priors if priors else None,
             also=also)

@@ -16,7 +16,7 @@ from .adapt import AdaptOptions, adapt_and_relabel
 from .cache import ClipCache
 from .chats import VoiceNote
 from .clips import ClipOptions, ClipOutcome, StageTimes, run_clips, text_priors
-from .label import Heard, MatchOptions, Summary, label_notes, truncated_texts
+from .label import MatchOptions, Summary, label_notes, truncated_texts
 from .match import Matcher
 from .models import LoadedModel
 
@@ -71,7 +71,8 @@ def label_all(
     times.matching += time.perf_counter() - t1
     if adapt is not None:
         done = adapt_and_relabel(lm, notes, records, summary, clip_options, match_options, cache_root, adapt,
-                                 on_progress=on_adapt_progress, unadapted=Heard(outcomes, matched_prior))
+                                 on_progress=on_adapt_progress, unadapted_outcomes=outcomes,
+                                 unadapted_prior=matched_prior)
         if done.matcher is not None:  # else the gold preferred the unadapted labels (a remark says so)
             records, summary, matcher, outcomes = done.records, done.summary, done.matcher, done.outcomes
             matched_prior = None

@@ -32,7 +32,7 @@ from disamb.adapt import (
 )
 from disamb.chats import read_notes
 from disamb.clips import ClipOptions
-from disamb.label import Heard, MatchOptions
+from disamb.label import MatchOptions
 from disamb.models import weights_key
 from disamb.pipeline import label_all
 from tests.conftest import speak
@@ -113,7 +113,8 @@ def test_each_note_is_scored_by_an_adapter_that_did_not_train_on_it_and_reruns_r
     assert [r["label_id"] for r in again.records] == [r["label_id"] for r in res.records]
     # label --adapt's labels: the same adapters, features averaged with the unadapted model's
     mixed = adapt_and_relabel(tiny_model, notes, run.records, run.summary, ClipOptions(), MatchOptions(), cache, opts,
-                              on_progress=on_progress, unadapted=Heard(run.outcomes, run.prior))
+                              on_progress=on_progress, unadapted_outcomes=run.outcomes,
+                              unadapted_prior=run.prior)
     assert steps == [] and all(a.reused for a in mixed.rounds[0].adapters)
     for m, adapted, unadapted in zip(mixed.records, res.records, run.records):
         for cm, ca, cu in zip(m["candidates"], adapted["candidates"], unadapted["candidates"]):
