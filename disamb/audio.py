@@ -134,12 +134,15 @@ def decode_file(f: BinaryIO, max_seconds: float | None = None, stop: threading.E
     f.seek(0)
     if av is None:
         return _decode_cli(f, max_seconds, stop)
+    reader = _CappedReader(f, max_seconds, stop)
     try:
-        return _decode_pyav(_CappedReader(f, max_seconds, stop), max_seconds)
-    except _Stopped as e:
-        return Decoded(None, str(e))
+        decoded = _decode_pyav(reader, max_seconds)
     except Exception as e:  # noqa: BLE001 - whatever PyAV trips on, the ffmpeg CLI gets a try
+        if reader.ended:
+            return Decoded(None, reader.ended)
         reason = _pyav_reason(e)
+    else:
+        return Decoded(None, reader.ended) if reader.ended else decoded
     try:
         f.seek(0)
         return _decode_cli(f, max_seconds, stop)
@@ -147,27 +150,31 @@ def decode_file(f: BinaryIO, max_seconds: float | None = None, stop: threading.E
         return Decoded(None, f"cannot decode audio: {reason}")
 
 
-class _Stopped(Exception):
-    """Reading ended early: the byte cap was reached or the run is stopping."""
-
-
 class _CappedReader:
     """The file as PyAV reads it: counts the bytes handed out and ends the decode at the
-    cap, or as soon as `stop` is set."""
+    cap, or as soon as `stop` is set, by answering end-of-file and saying why in `ended`.
+
+    Not by raising: an exception raised inside PyAV's read callback is printed to stderr
+    with its traceback ("PyAV library exception being dropped"), which an interrupted
+    run showed its user (tests/test_interrupt.py, 1 run in 12)."""
 
     def __init__(self, f: BinaryIO, max_seconds: float | None, stop: threading.Event | None = None) -> None:
         limit = byte_limit(max_seconds)
         self.f, self.limit, self.stop, self.read_bytes = f, limit, stop, 0
         self.max_seconds = max_seconds
+        self.ended: str | None = None  # why reading was cut short
 
     def read(self, n: int = -1) -> bytes:
-        if self.stop is not None and self.stop.is_set():
-            raise _Stopped("decoding stopped")
+        if self.ended is None and self.stop is not None and self.stop.is_set():
+            self.ended = "decoding stopped"
+        if self.ended is not None:
+            return b""
         data = self.f.read(n)
         self.read_bytes += len(data)
         if self.limit is not None and self.read_bytes > self.limit:
-            raise _Stopped(f"cannot decode audio: read more than the {self.limit} bytes any format "
-                           f"takes for --max-duration {self.max_seconds:g} s")
+            self.ended = (f"cannot decode audio: read more than the {self.limit} bytes any format "
+                          f"takes for --max-duration {self.max_seconds:g} s")
+            return b""
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
