@@ -31,6 +31,8 @@ measured) is judged partly on notes its weights were fitted on.
 
 Usage: python benchmarks/adapt.py --data /work/bench-data --families codes-phone,chat-early-espeak \
            --notes 60 --epochs 2 [--variants full,ln,hard] [--build-notes N] [--out benchmarks/results/adapt.json]
+--seed N trains the adapters with another seed (LoRA initialisation and batch order; the folds
+follow the note ids), to measure how much one training's gains vary.
 --gold-lacking SEED also makes gold, at the log's gold rate, notes whose message is not in
 the window (the generator draws gold only among the others; a user's gold does not).
 --per-note DIR writes every run's labels (truth, label, confidence, transcript, top three
@@ -170,7 +172,7 @@ def with_gold_lacking(notes: list, truth: dict[str, dict], seed: int) -> list:
 
 def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epochs: int, folds: int,
                build_notes: int | None = None, held_out: bool = True, per_note: Path | None = None,
-               gold_lacking: int | None = None) -> dict:
+               gold_lacking: int | None = None, seed: int = 0) -> dict:
     folder = data / "families" / name
     if not (folder / "truth.jsonl").is_file():
         config = replace(FAMILIES[name], n_notes=build_notes) if build_notes else None
@@ -191,7 +193,7 @@ def run_family(name: str, data: Path, lm, n_notes: int, variants: list[str], epo
     if per_note:
         write_per_note(per_note / f"{name}-without.jsonl", notes, base.records, truth)
     for v in variants:
-        opts = AdaptOptions(**{**VARIANTS[v].__dict__, "epochs": epochs, "folds": folds})
+        opts = AdaptOptions(**{**VARIANTS[v].__dict__, "epochs": epochs, "folds": folds, "seed": seed})
         t1 = time.perf_counter()
         done = adapt_and_relabel(lm, notes, base.records, base.summary, ClipOptions(), match_options, cache, opts,
                                  unadapted_outcomes=base.outcomes, unadapted_prior=base.prior)
@@ -223,6 +225,8 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=60)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the adapters' seed (LoRA initialisation, batch order): another seed trains other adapters")
     ap.add_argument("--variants", default="full")
     ap.add_argument("--build-notes", type=int, help="a family not built yet under DATA/families is built with this many notes")
     ap.add_argument("--matcher", default="held-out", choices=["held-out", "shipped"],
@@ -242,13 +246,13 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/adapt.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch threads {__import__('torch').get_num_threads()}",
         "model": lm.key, "notes_per_family": args.notes, "epochs": args.epochs, "folds": args.folds,
-        "families": {},
+        "seed": args.seed, "families": {},
     }
     previous = json.loads(args.out.read_text("utf-8")) if args.out.is_file() else {}
     for name in names:
         result["families"][name] = run_family(name, args.data, lm, args.notes, variants, args.epochs, args.folds,
                                               args.build_notes, held_out=args.matcher == "held-out",
-                                              per_note=args.per_note, gold_lacking=args.gold_lacking)
+                                              per_note=args.per_note, gold_lacking=args.gold_lacking, seed=args.seed)
         result["families"][name]["command"] = result["command"]
         merged = {**previous, **result, "families": {**previous.get("families", {}), **result["families"]}}
         args.out.parent.mkdir(parents=True, exist_ok=True)
