@@ -43,7 +43,7 @@ from disamb.models import load_model  # noqa: E402
 SIGNALS = {"gap": +1, "gap_per_tok": +1, "best_lik": +1, "best_pmi": +1, "best_cer": -1, "avg_logprob": +1}
 
 
-def note_signals(lm, note, clip, feats: list[dict]) -> dict[str, float]:
+def note_signals(lm, clip, feats: list[dict]) -> dict[str, float]:
     transcript = (clip.transcript or "").strip()
     tokens = len(asr.text_tokens(lm, " " + transcript)) if transcript else 0
     own = (clip.avg_logprob or 0.0) * (tokens + 1)
@@ -84,7 +84,7 @@ def main() -> None:
         if not (folder / "truth.jsonl").is_file():
             folder = build(name, args.data / "families")
         p = prepare(name, folder, lm, args.data / "cache", args.notes)
-        rows = [note_signals(lm, n, p.outcomes[n.id].result, d) for n, d in zip(p.notes, p.dicts)]
+        rows = [note_signals(lm, p.outcomes[n.id].result, d) for n, d in zip(p.notes, p.dicts)]
         missing = np.array([t == len(n.candidates) for n, t in zip(p.notes, p.truth)])
         if not missing.any():
             print(f"{name}: every note's message is in its window, skipped")
