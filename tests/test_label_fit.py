@@ -1,5 +1,6 @@
 """The gold chooses the matcher honestly, and the window prior never hides decisive evidence."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,36 @@ def test_the_gold_keeps_the_starting_weights_unless_it_shows_them_wrong_more_oft
     # the gold shows the starting weights wrong more often: the fewest errors, then the lowest loss
     assert _choose(losses, {"starting weights": 3, "refit": 1, "minimal": 1}) == "refit"
     assert _choose(losses, {"starting weights": 3, "refit": 2, "minimal": 1}) == "minimal"
+
+
+def test_the_starting_weights_get_their_temperature_from_the_gold_too(tmp_path):
+    """Weights fitted elsewhere can be scaled for other notes (other voices; after
+    --adapt, the mean of two models' features). The refit and the minimal model get a
+    temperature from the gold, so the starting weights get one too: however they came
+    scaled, the gold sees them the same. With every gold note right that fit has no
+    optimum (sharper is always better), so they keep their own."""
+    big, big_outcomes = _notes(600, heard_right=0.7, seed=10)
+    _, _, good = label_notes(big, big_outcomes, MatchOptions(assign=False, position_prior=False))
+
+    def starting(notes, outcomes, factor):
+        path = tmp_path / f"x{factor}.json"
+        replace(good, temperature=good.temperature * factor).save(path)
+        _, summary, used = label_notes(notes, outcomes, MatchOptions(matcher=path, assign=False, position_prior=False))
+        return summary, used
+
+    notes, outcomes = _notes(40, heard_right=0.7)
+    runs = {factor: starting(notes, outcomes, factor) for factor in (0.25, 1.0, 4.0)}
+    losses = [summary.matcher_losses["starting weights"] for summary, _ in runs.values()]
+    assert runs[1.0][0].matcher_errors["starting weights"] > 0
+    assert max(losses) - min(losses) < 0.005
+    for summary, used in runs.values():
+        if summary.matcher_choice == "starting weights":
+            assert abs(np.log(used.temperature / runs[1.0][1].temperature)) < 0.1
+
+    clean, clean_outcomes = _notes(40)
+    summary, used = starting(clean, clean_outcomes, 4.0)
+    assert summary.matcher_errors["starting weights"] == 0 and summary.matcher_choice == "starting weights"
+    assert used.temperature == good.temperature * 4.0
 
 
 def test_the_summary_says_what_the_gold_chose_and_why(tmp_path):
