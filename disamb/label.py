@@ -212,7 +212,7 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
         return _final(ok, logits, prior, summary), base
     offsets = [_offsets(ok[i], prior) for i in teach]
     ys = [known[i] for i in teach]
-    start = _scaled_on_gold(base, [ok[i].X for i in teach], offsets, ys)
+    start = _scaled_on_gold(base, [logits[i] for i in teach], offsets, ys)
     choices = {"starting weights": ([start.logits(ok[i].X) for i in teach], start, None)}
     for name, use in (("refit", FEATURES), ("minimal", MINIMAL)):
         oof, temperature = _cross_fitted(ok, teach, ys, offsets, use, options)
@@ -237,7 +237,7 @@ def _probabilities(ok: list[_Note], gold: list[int], base: match.Matcher, option
     return _final(ok, logits, prior, summary), chosen
 
 
-def _scaled_on_gold(base: match.Matcher, X: list[np.ndarray], offsets, ys) -> match.Matcher:
+def _scaled_on_gold(base: match.Matcher, logits: list[np.ndarray], offsets, ys) -> match.Matcher:
     """The starting weights with a temperature fitted on the gold, as the refit and the
     minimal model get theirs (`_cross_fitted`), so the gold compares three models on one
     footing. One number, fitted on the gold as theirs is; the weights never were.
@@ -246,9 +246,8 @@ def _scaled_on_gold(base: match.Matcher, X: list[np.ndarray], offsets, ys) -> ma
     on other features too (the mean of two models'): on 1,000 codes-phone notes the
     unscaled weights were kept on an error tie and left the run under-confident (ECE
     0.046; scaled, 0.031). With every gold note right either way the fit has no optimum
-    (sharper is always better), so the weights stay as they are.
+    (sharper is always better), so the weights stay as they are. `logits`: theirs on the gold.
     """
-    logits = [base.logits(x) for x in X]
     if _errors(logits, offsets, ys) == 0:
         return base
     t = match.fit_temperature(logits, ys, offsets)
